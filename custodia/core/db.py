@@ -1,0 +1,290 @@
+"""Engines for SQLite and PostgreSQL, the unit of work, and the retry loop around it.
+
+One command = one transaction (STYLE.md 4). :meth:`Database.run` opens a unit of work,
+hands its session to the command, commits explicitly, and re-runs the *whole* command when
+the database says the transaction lost a race: serialization failure (SQLSTATE 40001),
+deadlock (40P01) or a busy SQLite file. Retries are bounded, spaced by exponential backoff
+with full jitter, and counted in the metrics. Because a command may run more than once, it
+must do nothing but database work (no HTTP calls, no e-mails) inside ``run``.
+
+SQLite: WAL, foreign keys on, a busy timeout, and every write transaction opened with
+``BEGIN IMMEDIATE`` so that the write lock is taken up front and two writers never deadlock
+on a lock upgrade. The driver's own transaction handling is switched off so that SQLAlchemy
+savepoints and transactional DDL work (the SQLAlchemy "pysqlite serializable" recipe).
+
+PostgreSQL: psycopg 3 through SQLAlchemy's pool; statement parameters are never rendered
+into error messages (they may carry personal data).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from custodia.core.errors import ConfigError
+from custodia.core.settings import Settings, parse_database_url
+
+T = TypeVar("T")
+
+Backend = Literal["sqlite", "postgresql"]
+
+#: SQLSTATEs after which re-running the whole transaction is the right answer.
+RETRYABLE_SQLSTATES = {"40001": "serialization_failure", "40P01": "deadlock"}
+#: SQLite primary result codes that mean another connection holds the lock.
+_SQLITE_BUSY_CODES = {5: "sqlite_busy", 6: "sqlite_locked"}
+
+_BEGIN_OPTION = "custodia_sqlite_begin"
+
+
+class RetryObserver(Protocol):
+    """Receives a note of every retried and every abandoned unit of work."""
+
+    def db_retry(self, reason: str) -> None:
+        """Count one retry for ``reason``."""
+        ...
+
+    def db_retries_exhausted(self, reason: str) -> None:
+        """Count one unit of work given up after its last retry."""
+        ...
+
+
+class _NoObserver:
+    def db_retry(self, reason: str) -> None:
+        pass
+
+    def db_retries_exhausted(self, reason: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a unit of work is re-run."""
+
+    attempts: int = 5
+    base_delay_s: float = 0.005
+    max_delay_s: float = 0.2
+
+    def delay(self, attempt: int, rng: Callable[[], float]) -> float:
+        """Return the sleep before retry number ``attempt`` (1-based): full jitter."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * float(1 << (attempt - 1)))
+        return ceiling * rng()
+
+
+def backend_of(engine: Engine | Connection) -> Backend:
+    """Return which of the two supported databases ``engine`` talks to."""
+    name = engine.dialect.name
+    if name == "sqlite":
+        return "sqlite"
+    if name == "postgresql":
+        return "postgresql"
+    raise ConfigError(f"unsupported database dialect {name}")
+
+
+def create_db_engine(url: str, settings: Settings) -> Engine:
+    """Create the engine for ``url`` configured as described in the module docstring."""
+    parsed = parse_database_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        return _sqlite_engine(parsed, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    return create_engine(
+        parsed,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout_s,
+        hide_parameters=True,
+    )
+
+
+def _sqlite_engine(url: URL, *, busy_timeout_ms: int) -> Engine:
+    database = url.database or ""
+    if database in {"", ":memory:"}:
+        raise ConfigError(
+            "CUSTODIA_DATABASE_URL: an in-memory SQLite database cannot be shared by the "
+            "server's threads; give a file path such as sqlite:///var/custodia.db"
+        )
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        hide_parameters=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        # Hand transaction control to SQLAlchemy (see the module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA synchronous=FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Return why ``exc`` calls for re-running the transaction, or None if it does not."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return RETRYABLE_SQLSTATES[sqlstate]
+    if isinstance(orig, sqlite3.OperationalError):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None:
+            return _SQLITE_BUSY_CODES.get(code & 0xFF)
+        message = str(orig)
+        if "database is locked" in message or "database is busy" in message:
+            return "sqlite_busy"
+    return None
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """Return the PostgreSQL SQLSTATE behind ``exc`` (None for other errors)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+class UnitOfWork:
+    """One transaction: commits only when told to, rolls back on every other exit."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._committed = False
+
+    def commit(self) -> None:
+        """Commit the transaction; a failure here propagates to the caller."""
+        self.session.commit()
+        self._committed = True
+
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                self.session.rollback()
+        finally:
+            self.session.close()
+
+
+class Database:
+    """The engine, the session factory and the retry loop; one per process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        retry: RetryPolicy | None = None,
+        observer: RetryObserver | None = None,
+        bind: Connection | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.engine = engine
+        self.backend: Backend = backend_of(engine)
+        self.retry = retry or RetryPolicy()
+        self.observer: RetryObserver = observer or _NoObserver()
+        self._sleep = sleep
+        self._rng = rng
+        if bind is not None:
+            # Test mode: every unit of work is a savepoint inside a transaction that the
+            # test rolls back at the end (STYLE.md 11).
+            self._writer = sessionmaker(
+                bind=bind, join_transaction_mode="create_savepoint", expire_on_commit=False
+            )
+            self._reader = self._writer
+        else:
+            self._writer = sessionmaker(bind=engine, expire_on_commit=False)
+            reader_engine = engine.execution_options(
+                **(
+                    {_BEGIN_OPTION: "DEFERRED"}
+                    if self.backend == "sqlite"
+                    else {"postgresql_readonly": True}
+                )
+            )
+            self._reader = sessionmaker(bind=reader_engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, observer: RetryObserver | None = None
+    ) -> Database:
+        """Build the database of ``settings`` (engine, pool, retry policy)."""
+        engine = create_db_engine(settings.resolved_database_url, settings)
+        policy = RetryPolicy(
+            attempts=settings.db_retry_attempts,
+            base_delay_s=settings.db_retry_base_delay_ms / 1000,
+            max_delay_s=settings.db_retry_max_delay_ms / 1000,
+        )
+        return cls(engine, retry=policy, observer=observer)
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        """Open one transaction; use as a context manager and call ``commit()``."""
+        factory = self._reader if read_only else self._writer
+        return UnitOfWork(factory())
+
+    def run(self, work: Callable[[Session], T], *, read_only: bool = False) -> T:
+        """Run ``work`` in one committed transaction, re-running it on a lost race.
+
+        ``work`` must only touch the database: it may run several times. Any other
+        exception propagates after the transaction is rolled back.
+        """
+        attempt = 1
+        while True:
+            try:
+                with self.unit_of_work(read_only=read_only) as uow:
+                    result = work(uow.session)
+                    uow.commit()
+                    return result
+            except DBAPIError as exc:
+                reason = retry_reason(exc)
+                if reason is None:
+                    raise
+                if attempt >= self.retry.attempts:
+                    self.observer.db_retries_exhausted(reason)
+                    raise
+                self.observer.db_retry(reason)
+                self._sleep(self.retry.delay(attempt, self._rng))
+                attempt += 1
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Yield a plain connection in a transaction (for migrations and maintenance)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def describe_url(url: str) -> str:
+    """Return ``url`` with any password hidden, for logs and reports."""
+    try:
+        return parse_database_url(url).render_as_string(hide_password=True)
+    except ConfigError:
+        return "<invalid url>"

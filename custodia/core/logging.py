@@ -1,0 +1,211 @@
+"""Structured logs: JSON in production, readable lines in development, never personal data.
+
+Every line passes :func:`redact` last before rendering, for Custodia's own log calls and for
+those of libraries (uvicorn, SQLAlchemy, alembic) alike. Redaction works on two levels:
+
+- by key: values under names such as ``password``, ``cvv``, ``token``, ``authorization``,
+  ``id_number``, ``phone`` or ``card_number`` are replaced or masked, at any depth;
+- by pattern, in every string (messages and rendered exceptions too): PRC resident identity
+  numbers (``110101********1234``), card numbers found by the Luhn check
+  (``6222 **** **** 1234``), any other run of 15 or more digits, mainland mobile numbers
+  (``138****5678``), bearer credentials and Custodia API keys.
+
+The request id lives in a contextvar (``structlog.contextvars``) so it is on every line
+written while a request is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import msgspec
+import structlog
+from stdnum import luhn
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from custodia.core.settings import LogFormat, Settings
+
+REDACTED = "[REDACTED]"
+
+#: Keys whose values are secrets: never shown, not even in part.
+_SECRET_KEY_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "api_key",
+    "apikey",
+    "private_key",
+    "pepper",
+    "cvv",
+    "cvc",
+    "cvn",
+    "security_code",
+    "track",
+    "pin",
+    "totp",
+    "otp",
+    "expiry",
+    "exp_month",
+    "exp_year",
+    "card_expiry",
+)
+#: Keys whose values are personal data: shown masked (last digits only).
+_PII_KEY_PARTS = ("id_number", "card_number", "phone", "mobile", "account_number")
+
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z])")
+_PHONE = re.compile(r"(?<![0-9A-Za-z])(\+?86[ -]?)?(1[3-9]\d)\d{4}(\d{4})(?![0-9A-Za-z])")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_API_KEY = re.compile(r"\bck_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
+
+
+def _mask_digit_run(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = re.sub(r"[ -]", "", text)
+    if luhn.is_valid(digits):
+        return f"{digits[:4]} **** **** {digits[-4:]}"
+    if text.isdigit() and len(text) >= 15:
+        return "*" * (len(text) - 4) + text[-4:]
+    return text
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with identity, card and phone numbers and credentials masked."""
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _API_KEY.sub("ck_" + REDACTED, text)
+    text = _ID_NUMBER.sub(lambda m: f"{m.group(1)}********{m.group(2)[-4:]}", text)
+    text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(3)}", text)
+    return _DIGIT_RUN.sub(_mask_digit_run, text)
+
+
+def _key_class(key: object) -> str | None:
+    if not isinstance(key, str):
+        return None
+    name = key.lower().replace("-", "_")
+    if any(part in name for part in _PII_KEY_PARTS):
+        return "pii"
+    if any(part in name for part in _SECRET_KEY_PARTS):
+        return "secret"
+    return None
+
+
+def _mask_pii(value: object) -> str:
+    text = str(value)
+    digits = re.sub(r"\D", "", text)
+    if len(digits) >= 4:
+        return "*" * max(len(text) - 4, 0) + text[-4:]
+    return REDACTED
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return _redact_mapping(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v) for v in value]
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    return value
+
+
+def _redact_mapping(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in mapping.items():
+        kind = _key_class(key)
+        if value is None or kind is None:
+            out[key] = _redact(value)
+        elif kind == "secret":
+            out[key] = REDACTED
+        else:
+            out[key] = _mask_pii(value)
+    return out
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Structlog processor: mask secrets and personal data anywhere in the event."""
+    return _redact_mapping(event_dict)
+
+
+def _json_serializer(obj: Any, **_kw: Any) -> str:
+    return msgspec.json.encode(obj, enc_hook=str).decode()
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging through redaction to ``stream``."""
+    stream = stream or sys.stdout
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    renderer: Processor
+    if settings.resolved_log_format is LogFormat.JSON:
+        renderer = structlog.processors.JSONRenderer(serializer=_json_serializer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+
+    structlog.configure(
+        processors=[*_shared_processors(), redact, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                *_shared_processors(),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # uvicorn's access log repeats our canonical request line without the context.
+    logging.getLogger("uvicorn.access").disabled = True
+    # Alembic narrates every step at INFO; `custodia db upgrade` prints the outcome itself.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+
+
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    """Return a structlog logger bound to ``initial`` values."""
+    return structlog.get_logger(name, **initial)
+
+
+def bind_context(**values: Any) -> None:
+    """Bind ``values`` to every log line of the current context (request or job)."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_context() -> None:
+    """Forget the values bound by :func:`bind_context` in the current context."""
+    structlog.contextvars.clear_contextvars()
+
+
+def context_value(key: str) -> Any:
+    """Return a value bound to the current context, or None."""
+    values: MutableMapping[str, Any] = structlog.contextvars.get_contextvars()
+    return values.get(key)

@@ -1,0 +1,257 @@
+"""The transactional outbox: events written with the business change, delivered after it.
+
+A service calls :func:`publish` inside its unit of work, so an event exists exactly when the
+change that caused it committed. ``custodia worker`` (or the in-process worker in
+development) runs :class:`OutboxProcessor`, which delivers events to the consumers
+registered for their type:
+
+- A batch is claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several
+  workers share the backlog without ever taking the same event; on SQLite writers are
+  serialized by ``BEGIN IMMEDIATE`` and one worker at a time holds the batch.
+- Consumers run **in the transaction that marks the event done**, each event in its own
+  savepoint. A consumer that only writes to the database therefore takes effect exactly
+  once: if the worker dies mid-batch, the whole batch rolls back and is claimed again.
+  Consumers that call the outside world must be idempotent themselves (the webhook
+  consumer records deliveries and retries them on its own).
+- A consumer that fails has its savepoint rolled back; the event is retried later with
+  exponential backoff (``outbox_retry_base_s`` … ``outbox_retry_max_s``), its last error is
+  kept (redacted), and after ``outbox_max_attempts`` it is marked ``dead`` for an operator
+  (``custodia outbox status`` / ``custodia outbox retry``). Serialization failures and
+  deadlocks are not a consumer's fault: they re-run the whole batch.
+- A worker claims only the event types it has consumers for, so a worker that lacks a
+  consumer never swallows events meant for one; such events show in the backlog metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from custodia.core.clock import Clock
+from custodia.core.db import Database, retry_reason
+from custodia.core.ids import IdGenerator, IdPrefix
+from custodia.core.logging import get_logger, redact_text
+from custodia.core.metrics import Metrics, OutboxBacklog
+from custodia.core.models import OutboxEvent
+
+_log = get_logger("custodia.outbox")
+_MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An event as a consumer sees it."""
+
+    id: str
+    event_type: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+    attempt: int
+
+
+Consumer = Callable[[Session, OutboxMessage], None]
+
+
+def publish(
+    session: Session,
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    ids: IdGenerator,
+    now: datetime,
+) -> str:
+    """Record an event in the current transaction and return its id (``evt_…``)."""
+    event_id = ids.new(IdPrefix.EVENT)
+    session.add(
+        OutboxEvent(
+            id=event_id,
+            event_type=event_type,
+            payload=dict(payload),
+            status="pending",
+            attempts=0,
+            created_at=now,
+            available_at=now,
+        )
+    )
+    return event_id
+
+
+@dataclass
+class ConsumerRegistry:
+    """Which consumers handle which event types, in registration order."""
+
+    _consumers: dict[str, list[tuple[str, Consumer]]] = field(default_factory=dict)
+
+    def register(self, event_type: str, name: str, consumer: Consumer) -> None:
+        """Deliver events of ``event_type`` to ``consumer`` (``name`` appears in logs)."""
+        entries = self._consumers.setdefault(event_type, [])
+        if any(existing == name for existing, _ in entries):
+            raise ValueError(f"consumer {name!r} is already registered for {event_type!r}")
+        entries.append((name, consumer))
+
+    def event_types(self) -> list[str]:
+        """Return the event types that have at least one consumer."""
+        return sorted(self._consumers)
+
+    def consumers_for(self, event_type: str) -> list[tuple[str, Consumer]]:
+        """Return the consumers of ``event_type``."""
+        return list(self._consumers.get(event_type, ()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    event_type: str
+    outcome: str
+    lag_s: float
+
+
+class OutboxProcessor:
+    """Claims batches of due events and hands them to their consumers."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: ConsumerRegistry,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        batch_size: int = 100,
+        max_attempts: int = 10,
+        retry_base: timedelta = timedelta(seconds=1),
+        retry_max: timedelta = timedelta(minutes=15),
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.clock = clock
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Return how long to wait before attempt ``attempts + 1``."""
+        return min(self.retry_max, self.retry_base * (1 << max(attempts - 1, 0)))
+
+    def process_batch(self) -> int:
+        """Deliver one batch in one transaction; return how many events were handled."""
+        event_types = self.registry.event_types()
+        if not event_types:
+            return 0
+        outcomes = self.db.run(lambda session: self._deliver(session, event_types))
+        for outcome in outcomes:
+            self.metrics.outbox_handled.labels(outcome.event_type, outcome.outcome).inc()
+            if outcome.outcome == "done":
+                self.metrics.outbox_lag.labels(outcome.event_type).observe(outcome.lag_s)
+        return len(outcomes)
+
+    def _deliver(self, session: Session, event_types: list[str]) -> list[_Outcome]:
+        now = self.clock.now()
+        events = (
+            session.execute(
+                select(OutboxEvent)
+                .where(
+                    OutboxEvent.status == "pending",
+                    OutboxEvent.available_at <= now,
+                    OutboxEvent.event_type.in_(event_types),
+                )
+                .order_by(OutboxEvent.available_at, OutboxEvent.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            .scalars()
+            .all()
+        )
+        outcomes: list[_Outcome] = []
+        for event in events:
+            message = OutboxMessage(
+                id=event.id,
+                event_type=event.event_type,
+                payload=event.payload,
+                created_at=event.created_at,
+                attempt=event.attempts + 1,
+            )
+            event.attempts += 1
+            try:
+                with session.begin_nested():
+                    for _name, consumer in self.registry.consumers_for(event.event_type):
+                        consumer(session, message)
+            except Exception as exc:
+                if retry_reason(exc) is not None:
+                    raise  # a lost race, not the consumer's fault: re-run the whole batch
+                outcomes.append(self._failed(event, exc, now))
+                continue
+            event.status = "done"
+            event.processed_at = self.clock.now()
+            event.last_error = None
+            lag = (event.processed_at - event.created_at).total_seconds()
+            outcomes.append(_Outcome(event.event_type, "done", max(lag, 0.0)))
+        return outcomes
+
+    def _failed(self, event: OutboxEvent, exc: Exception, now: datetime) -> _Outcome:
+        event.last_error = redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_CHARS]
+        if event.attempts >= self.max_attempts:
+            event.status = "dead"
+            _log.error(
+                "outbox_event_dead",
+                event_id=event.id,
+                event_type=event.event_type,
+                attempts=event.attempts,
+                error=event.last_error,
+            )
+            return _Outcome(event.event_type, "dead", 0.0)
+        event.available_at = now + self.backoff(event.attempts)
+        _log.warning(
+            "outbox_event_failed",
+            event_id=event.id,
+            event_type=event.event_type,
+            attempts=event.attempts,
+            retry_at=event.available_at.isoformat(),
+            error=event.last_error,
+        )
+        return _Outcome(event.event_type, "retry", 0.0)
+
+
+def backlog(session: Session, now: datetime) -> OutboxBacklog:
+    """Return how many events wait, how many are dead and how old the oldest waiting is."""
+    pending, oldest = session.execute(
+        select(func.count(), func.min(OutboxEvent.created_at)).where(
+            OutboxEvent.status == "pending"
+        )
+    ).one()
+    dead = session.execute(select(func.count()).where(OutboxEvent.status == "dead")).scalar_one()
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return OutboxBacklog(pending=int(pending), dead=int(dead), oldest_pending_age_s=max(age, 0.0))
+
+
+def requeue_dead(session: Session, now: datetime, event_id: str | None = None) -> int:
+    """Give dead events (or the one named) a fresh set of attempts; return how many."""
+    statement = update(OutboxEvent).where(OutboxEvent.status == "dead")
+    if event_id is not None:
+        statement = statement.where(OutboxEvent.id == event_id)
+    result = session.execute(
+        statement.values(status="pending", attempts=0, available_at=now).execution_options(
+            synchronize_session=False
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def purge_delivered(session: Session, older_than: datetime, *, batch: int = 1000) -> int:
+    """Delete up to ``batch`` events delivered before ``older_than``; return how many."""
+    old = (
+        select(OutboxEvent.id)
+        .where(OutboxEvent.status == "done", OutboxEvent.processed_at < older_than)
+        .limit(batch)
+    )
+    result = session.execute(
+        delete(OutboxEvent)
+        .where(OutboxEvent.id.in_(old))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

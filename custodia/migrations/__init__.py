@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way Custodia's schema is made (tests included)."""
