@@ -39,6 +39,7 @@ from custodia.core.settings import Settings, parse_database_url
 T = TypeVar("T")
 
 Backend = Literal["sqlite", "postgresql"]
+Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
 #: SQLSTATEs after which re-running the whole transaction is the right answer.
 RETRYABLE_SQLSTATES = {"40001": "serialization_failure", "40P01": "deadlock"}
@@ -211,6 +212,7 @@ class Database:
         self.observer: RetryObserver = observer or _NoObserver()
         self._sleep = sleep
         self._rng = rng
+        self._bind = bind
         if bind is not None:
             # Test mode: every unit of work is a savepoint inside a transaction that the
             # test rolls back at the end (STYLE.md 11).
@@ -242,12 +244,27 @@ class Database:
         )
         return cls(engine, retry=policy, observer=observer)
 
-    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
-        """Open one transaction; use as a context manager and call ``commit()``."""
-        factory = self._reader if read_only else self._writer
-        return UnitOfWork(factory())
+    def unit_of_work(
+        self, *, read_only: bool = False, isolation: Isolation | None = None
+    ) -> UnitOfWork:
+        """Open one transaction; use as a context manager and call ``commit()``.
 
-    def run(self, work: Callable[[Session], T], *, read_only: bool = False) -> T:
+        ``isolation`` raises PostgreSQL's level for this transaction (SQLite transactions
+        are always serializable, so it is ignored there).
+        """
+        factory = self._reader if read_only else self._writer
+        session = factory()
+        if isolation is not None and self.backend == "postgresql" and self._bind is None:
+            session.connection(execution_options={"isolation_level": isolation})
+        return UnitOfWork(session)
+
+    def run(
+        self,
+        work: Callable[[Session], T],
+        *,
+        read_only: bool = False,
+        isolation: Isolation | None = None,
+    ) -> T:
         """Run ``work`` in one committed transaction, re-running it on a lost race.
 
         ``work`` must only touch the database: it may run several times. Any other
@@ -256,7 +273,7 @@ class Database:
         attempt = 1
         while True:
             try:
-                with self.unit_of_work(read_only=read_only) as uow:
+                with self.unit_of_work(read_only=read_only, isolation=isolation) as uow:
                     result = work(uow.session)
                     uow.commit()
                     return result

@@ -1,0 +1,281 @@
+"""The unit of work and its retry loop, against real database races."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from custodia.core.db import Database, RetryPolicy, create_db_engine, retry_reason
+from custodia.core.errors import ConfigError
+from custodia.core.ids import IdGenerator
+from custodia.core.metrics import Metrics
+from custodia.core.models import OutboxEvent
+from custodia.core.outbox import publish
+from custodia.core.settings import parse_database_url
+from tests.conftest import make_settings
+
+NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+
+
+def _retries(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("custodia_db_retries_total", {"reason": reason})
+    return value or 0.0
+
+
+def _event(db: Database) -> str:
+    return db.run(lambda s: publish(s, "test.event", {"n": 1}, ids=IdGenerator(), now=NOW))
+
+
+def _attempts_of(db: Database, event_id: str) -> int:
+    return db.run(
+        lambda s: s.execute(
+            select(OutboxEvent.attempts).where(OutboxEvent.id == event_id)
+        ).scalar_one()
+    )
+
+
+def test_unit_of_work_rolls_back_unless_committed(db: Database) -> None:
+    """Leaving a unit of work without commit() discards its writes."""
+    with db.unit_of_work() as uow:
+        publish(uow.session, "test.event", {}, ids=IdGenerator(), now=NOW)
+        uow.session.flush()
+    assert db.run(lambda s: s.query(OutboxEvent).count()) == 0
+
+
+def test_run_commits_the_work(db: Database) -> None:
+    """run() commits what the work wrote and returns its result."""
+    event_id = _event(db)
+    assert db.run(lambda s: s.get(OutboxEvent, event_id)) is not None
+
+
+@pytest.mark.postgres_only
+def test_serialization_failure_reruns_the_whole_unit(
+    committing_db: Database, engine: Engine
+) -> None:
+    """A 40001 under REPEATABLE READ re-runs the work, which then succeeds; the retry is counted."""
+    metrics = Metrics()
+    db = Database(engine, observer=metrics, retry=RetryPolicy(attempts=3, base_delay_s=0.001))
+    event_id = _event(db)
+    calls = 0
+
+    def work(session: Session) -> int:
+        nonlocal calls
+        calls += 1
+        session.execute(select(OutboxEvent.attempts).where(OutboxEvent.id == event_id)).one()
+        if calls == 1:  # a concurrent transaction changes the row after our snapshot
+            with engine.begin() as other:
+                other.execute(
+                    text("UPDATE outbox_events SET attempts = attempts + 1 WHERE id = :id"),
+                    {"id": event_id},
+                )
+        session.execute(
+            text("UPDATE outbox_events SET attempts = attempts + 10 WHERE id = :id"),
+            {"id": event_id},
+        )
+        return calls
+
+    assert db.run(work, isolation="REPEATABLE READ") == 2
+    assert _attempts_of(db, event_id) == 11
+    assert _retries(metrics, "serialization_failure") == 1
+
+
+@pytest.mark.postgres_only
+def test_deadlock_victim_is_retried(committing_db: Database, engine: Engine) -> None:
+    """Two units locking two rows in opposite order both finish; the deadlock victim re-ran."""
+    metrics = Metrics()
+    db = Database(engine, observer=metrics, retry=RetryPolicy(attempts=5, base_delay_s=0.01))
+    first, second = _event(db), _event(db)
+    barrier = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def transfer(a: str, b: str) -> None:
+        attempts = 0
+
+        def work(session: Session) -> None:
+            nonlocal attempts
+            attempts += 1
+            bump = text("UPDATE outbox_events SET attempts = attempts + 1 WHERE id = :id")
+            session.execute(bump, {"id": a})
+            if attempts == 1:
+                barrier.wait()
+            session.execute(bump, {"id": b})
+
+        try:
+            db.run(work)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=transfer, args=(first, second)),
+        threading.Thread(target=transfer, args=(second, first)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert _attempts_of(db, first) == 2
+    assert _attempts_of(db, second) == 2
+    assert _retries(metrics, "deadlock") == 1
+
+
+@pytest.mark.sqlite_only
+def test_busy_sqlite_is_retried_until_the_lock_is_released(tmp_path: Path, engine: Engine) -> None:
+    """A unit that finds the SQLite file locked past its busy timeout backs off and retries."""
+    settings = make_settings(tmp_path, str(engine.url), sqlite_busy_timeout_ms=20)
+    metrics = Metrics()
+    busy_engine = create_db_engine(settings.resolved_database_url, settings)
+    db = Database(
+        busy_engine,
+        observer=metrics,
+        retry=RetryPolicy(attempts=30, base_delay_s=0.02, max_delay_s=0.05),
+    )
+    holder = sqlite3.connect(
+        str(engine.url.database), isolation_level=None, check_same_thread=False
+    )
+    holder.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.3)
+        holder.execute("ROLLBACK")
+        released.set()
+
+    releaser = threading.Thread(target=release_later)
+    releaser.start()
+    try:
+        event_id = _event(db)
+    finally:
+        releaser.join()
+        holder.close()
+    assert released.is_set()
+    assert _retries(metrics, "sqlite_busy") >= 1
+    assert db.run(lambda s: s.get(OutboxEvent, event_id)) is not None
+    db.run(lambda s: s.execute(text("DELETE FROM outbox_events WHERE id = :id"), {"id": event_id}))
+    busy_engine.dispose()
+
+
+def test_retries_are_bounded_and_the_last_error_propagates(db: Database) -> None:
+    """A unit that always loses the race gives up after the policy's attempts."""
+    metrics = Metrics()
+    sleeps: list[float] = []
+    bounded = Database(
+        db.engine,
+        observer=metrics,
+        retry=RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.02),
+        sleep=sleeps.append,
+        rng=lambda: 1.0,
+    )
+    calls = 0
+
+    def always_busy(_session: Session) -> None:
+        nonlocal calls
+        calls += 1
+        raise OperationalError("UPDATE x", {}, sqlite3.OperationalError("database is locked"))
+
+    with pytest.raises(OperationalError):
+        bounded.run(always_busy)
+    assert calls == 4
+    assert sleeps == [0.01, 0.02, 0.02]  # exponential, capped (jitter pinned to its ceiling)
+    assert _retries(metrics, "sqlite_busy") == 3
+    exhausted = metrics.registry.get_sample_value(
+        "custodia_db_retries_exhausted_total", {"reason": "sqlite_busy"}
+    )
+    assert exhausted == 1
+
+
+def test_other_database_errors_are_not_retried(db: Database) -> None:
+    """An integrity error is the caller's problem: raised at once, never retried."""
+    event_id = _event(db)
+    calls = 0
+
+    def duplicate(session: Session) -> None:
+        nonlocal calls
+        calls += 1
+        session.add(
+            OutboxEvent(
+                id=event_id,
+                event_type="x",
+                payload={},
+                status="pending",
+                attempts=0,
+                created_at=NOW,
+                available_at=NOW,
+            )
+        )
+        session.flush()
+
+    with pytest.raises(IntegrityError):
+        db.run(duplicate)
+    assert calls == 1
+
+
+def test_retry_reason_classifies_sqlstates() -> None:
+    """40001 and 40P01 are retryable, other SQLSTATEs are not."""
+
+    class Fake(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            self.sqlstate = sqlstate
+
+    assert retry_reason(Fake("40001")) == "serialization_failure"
+    assert retry_reason(Fake("40P01")) == "deadlock"
+    assert retry_reason(Fake("23505")) is None
+    assert retry_reason(sqlite3.OperationalError("database is locked")) == "sqlite_busy"
+    assert retry_reason(sqlite3.OperationalError("no such table: x")) is None
+
+
+def test_sqlite_pragmas_are_set(tmp_path: Path) -> None:
+    """The embedded database runs in WAL mode with foreign keys enforced."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'p.db'}")
+    eng = create_db_engine(settings.resolved_database_url, settings)
+    with eng.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    eng.dispose()
+
+
+def test_sqlite_writes_take_the_lock_up_front(tmp_path: Path) -> None:
+    """A write unit of work holds SQLite's write lock from BEGIN; a read one does not."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'lock.db'}")
+    db = Database(create_db_engine(settings.resolved_database_url, settings))
+    probe = sqlite3.connect(str(tmp_path / "lock.db"), isolation_level=None, timeout=0)
+    with db.unit_of_work() as uow:
+        uow.session.execute(text("SELECT 1"))
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            probe.execute("BEGIN IMMEDIATE")
+    with db.unit_of_work(read_only=True) as uow:
+        uow.session.execute(text("SELECT 1"))
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+    probe.close()
+    db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u@h:5432/d", "postgresql+psycopg"),
+        ("postgres://u@h/d", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg"),
+        ("sqlite:///var/x.db", "sqlite+pysqlite"),
+    ],
+)
+def test_database_urls_choose_the_driver(url: str, driver: str) -> None:
+    """PostgreSQL URLs always use psycopg 3; SQLite uses the standard library driver."""
+    assert parse_database_url(url).drivername == driver
+
+
+def test_in_memory_sqlite_is_refused(tmp_path: Path) -> None:
+    """An in-memory database cannot be shared by threads, so it is a configuration error."""
+    settings = make_settings(tmp_path, "sqlite://")
+    with pytest.raises(ConfigError, match="in-memory"):
+        create_db_engine(settings.resolved_database_url, settings)
