@@ -1,0 +1,273 @@
+"""The transactional outbox: delivery, retries, dead letters, and concurrent workers."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from custodia.core.clock import ManualClock
+from custodia.core.db import Database
+from custodia.core.ids import IdGenerator
+from custodia.core.metrics import Metrics
+from custodia.core.models import OutboxEvent
+from custodia.core.outbox import (
+    ConsumerRegistry,
+    OutboxMessage,
+    OutboxProcessor,
+    backlog,
+    publish,
+    purge_delivered,
+    requeue_dead,
+)
+
+
+def _publish(
+    db: Database, clock: ManualClock, event_type: str = "thing.happened", **payload: object
+) -> str:
+    return db.run(
+        lambda s: publish(s, event_type, payload, ids=IdGenerator(clock), now=clock.now())
+    )
+
+
+def _processor(
+    db: Database, registry: ConsumerRegistry, clock: ManualClock, **kwargs: object
+) -> OutboxProcessor:
+    return OutboxProcessor(db, registry, clock=clock, metrics=Metrics(), **kwargs)  # type: ignore[arg-type]
+
+
+def _event(db: Database, event_id: str) -> OutboxEvent:
+    found = db.run(lambda s: s.get(OutboxEvent, event_id))
+    assert found is not None
+    return found
+
+
+def test_events_reach_their_consumer_once(db: Database, clock: ManualClock) -> None:
+    seen: list[OutboxMessage] = []
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "recorder", lambda _s, m: seen.append(m))
+    event_id = _publish(db, clock, n=7)
+    clock.advance(timedelta(seconds=3))
+    processor = _processor(db, registry, clock)
+
+    assert processor.process_batch() == 1
+    assert processor.process_batch() == 0
+    assert [(m.id, m.payload, m.attempt) for m in seen] == [(event_id, {"n": 7}, 1)]
+    event = _event(db, event_id)
+    assert (event.status, event.attempts, event.processed_at) == ("done", 1, clock.now())
+    lag_sum = processor.metrics.registry.get_sample_value(
+        "custodia_outbox_lag_seconds_sum", {"event_type": "thing.happened"}
+    )
+    assert lag_sum == 3.0
+
+
+def test_events_without_a_consumer_wait_in_the_backlog(db: Database, clock: ManualClock) -> None:
+    _publish(db, clock, "nobody.listens")
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "recorder", lambda _s, _m: None)
+    assert _processor(db, registry, clock).process_batch() == 0
+    clock.advance(timedelta(seconds=90))
+    state = db.run(lambda s: backlog(s, clock.now()))
+    assert (state.pending, state.dead, state.oldest_pending_age_s) == (1, 0, 90.0)
+
+
+def test_a_failing_consumer_is_retried_with_backoff(db: Database, clock: ManualClock) -> None:
+    """The consumer's writes roll back, the error is kept (redacted), the event waits."""
+    registry = ConsumerRegistry()
+    fail = True
+
+    def flaky(session: Session, message: OutboxMessage) -> None:
+        publish(session, "side.effect", {}, ids=IdGenerator(clock), now=clock.now())
+        session.flush()
+        if fail:
+            raise ValueError("card 6222021234567890128 declined")
+
+    registry.register("thing.happened", "flaky", flaky)
+    processor = _processor(db, registry, clock, retry_base=timedelta(seconds=10))
+    event_id = _publish(db, clock)
+
+    assert processor.process_batch() == 1
+    event = _event(db, event_id)
+    assert (event.status, event.attempts) == ("pending", 1)
+    assert event.available_at == clock.now() + timedelta(seconds=10)
+    assert event.last_error is not None
+    assert "6222021234567890128" not in event.last_error
+    assert "ValueError" in event.last_error
+    side_effects = db.run(
+        lambda s: s.execute(
+            select(func.count()).where(OutboxEvent.event_type == "side.effect")
+        ).scalar_one()
+    )
+    assert side_effects == 0
+
+    assert processor.process_batch() == 0  # not due yet
+    clock.advance(timedelta(seconds=10))
+    assert processor.process_batch() == 1
+    assert _event(db, event_id).available_at == clock.now() + timedelta(seconds=20)
+
+    fail = False
+    clock.advance(timedelta(seconds=20))
+    assert processor.process_batch() == 1
+    event = _event(db, event_id)
+    assert (event.status, event.attempts, event.last_error) == ("done", 3, None)
+
+
+def test_an_event_is_dead_after_its_last_attempt_and_can_be_requeued(
+    db: Database, clock: ManualClock
+) -> None:
+    registry = ConsumerRegistry()
+
+    def broken(_s: Session, _m: OutboxMessage) -> None:
+        raise RuntimeError("consumer bug")
+
+    registry.register("thing.happened", "broken", broken)
+    processor = _processor(db, registry, clock, max_attempts=3, retry_base=timedelta(0))
+    event_id = _publish(db, clock)
+    for _ in range(5):
+        processor.process_batch()
+    event = _event(db, event_id)
+    assert (event.status, event.attempts) == ("dead", 3)
+    assert db.run(lambda s: backlog(s, clock.now())).dead == 1
+    dead = processor.metrics.registry.get_sample_value(
+        "custodia_outbox_events_total", {"event_type": "thing.happened", "outcome": "dead"}
+    )
+    assert dead == 1
+
+    assert db.run(lambda s: requeue_dead(s, clock.now())) == 1
+    event = _event(db, event_id)
+    assert (event.status, event.attempts) == ("pending", 0)
+
+
+def test_consumers_of_one_event_succeed_or_fail_together(db: Database, clock: ManualClock) -> None:
+    """Consumers share the event's savepoint: a failing one undoes the other's writes."""
+    registry = ConsumerRegistry()
+
+    def writer(session: Session, _m: OutboxMessage) -> None:
+        publish(session, "written", {}, ids=IdGenerator(clock), now=clock.now())
+
+    def failer(_s: Session, _m: OutboxMessage) -> None:
+        raise RuntimeError("no")
+
+    registry.register("thing.happened", "writer", writer)
+    registry.register("thing.happened", "failer", failer)
+    _publish(db, clock)
+    _processor(db, registry, clock).process_batch()
+    written = db.run(
+        lambda s: s.execute(
+            select(func.count()).where(OutboxEvent.event_type == "written")
+        ).scalar_one()
+    )
+    assert written == 0
+
+
+def test_a_consumer_name_is_registered_once() -> None:
+    registry = ConsumerRegistry()
+    registry.register("a", "x", lambda _s, _m: None)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a", "x", lambda _s, _m: None)
+
+
+def test_a_crash_mid_batch_loses_and_duplicates_nothing(
+    committing_db: Database, clock: ManualClock
+) -> None:
+    """A worker killed half-way through a batch leaves every event for the next worker."""
+    handled: list[str] = []
+    crash_on = 5
+
+    class Killed(BaseException):
+        """Stands for the process dying (not an Exception: nothing may catch it)."""
+
+    def consumer(session: Session, message: OutboxMessage) -> None:
+        if crash_on and len(handled) == crash_on:
+            raise Killed
+        handled.append(message.id)
+        publish(session, "handled", {"source": message.id}, ids=IdGenerator(clock), now=clock.now())
+
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "c", consumer)
+    ids = [_publish(committing_db, clock, n=i) for i in range(10)]
+    processor = _processor(committing_db, registry, clock)
+    with pytest.raises(Killed):
+        processor.process_batch()
+    assert committing_db.run(lambda s: backlog(s, clock.now())).pending == 10
+
+    handled.clear()
+    crash_on = 0
+    assert processor.process_batch() == 10
+    sources = committing_db.run(
+        lambda s: [
+            e.payload["source"]
+            for e in s.execute(select(OutboxEvent).where(OutboxEvent.event_type == "handled"))
+            .scalars()
+            .all()
+        ]
+    )
+    assert sorted(sources) == sorted(ids)
+
+
+@pytest.mark.postgres_only
+def test_two_workers_handle_each_event_exactly_once(
+    committing_db: Database, clock: ManualClock
+) -> None:
+    """SKIP LOCKED: two workers drain one backlog without ever sharing an event."""
+    total = 400
+    committing_db.run(
+        lambda s: [
+            publish(s, "thing.happened", {"n": i}, ids=IdGenerator(clock), now=clock.now())
+            for i in range(total)
+        ]
+    )
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def consumer(session: Session, message: OutboxMessage) -> None:
+        with lock:
+            calls[message.id] += 1
+        publish(session, "handled", {"source": message.id}, ids=IdGenerator(clock), now=clock.now())
+
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "c", consumer)
+    per_worker = Counter[int]()
+
+    def drain(worker: int) -> None:
+        processor = _processor(committing_db, registry, clock, batch_size=10)
+        while (handled := processor.process_batch()) > 0:
+            per_worker[worker] += handled
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert len(calls) == total
+    assert set(calls.values()) == {1}
+    assert per_worker[0] > 0
+    assert per_worker[1] > 0
+    assert per_worker[0] + per_worker[1] == total
+    handled_sources = committing_db.run(
+        lambda s: Counter(
+            e.payload["source"]
+            for e in s.execute(select(OutboxEvent).where(OutboxEvent.event_type == "handled"))
+            .scalars()
+            .all()
+        )
+    )
+    assert len(handled_sources) == total
+    assert set(handled_sources.values()) == {1}
+
+
+def test_purge_forgets_only_old_delivered_events(db: Database, clock: ManualClock) -> None:
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "c", lambda _s, _m: None)
+    old = _publish(db, clock)
+    _processor(db, registry, clock).process_batch()
+    clock.advance(timedelta(days=8))
+    waiting = _publish(db, clock, "nobody.listens")
+    assert db.run(lambda s: purge_delivered(s, clock.now() - timedelta(days=7))) == 1
+    assert db.run(lambda s: s.get(OutboxEvent, old)) is None
+    assert db.run(lambda s: s.get(OutboxEvent, waiting)) is not None
