@@ -1,0 +1,108 @@
+"""The ``custodia`` command line as an operator meets it: real processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CUSTODIA = str(Path(sys.executable).with_name("custodia"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the console script with only the given CUSTODIA_* variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIA_")}
+    clean.update(env or {})
+    return subprocess.run(  # noqa: S603 - our own console script
+        [CUSTODIA, *args], capture_output=True, text=True, env=clean, timeout=60, check=False
+    )
+
+
+def _one_clear_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("custodia: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_version_prints_the_version() -> None:
+    result = run("version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mysql://root@localhost/x", "sqlite:/// or postgresql://"),
+        ("definitely not a url", "CUSTODIA_DATABASE_URL"),
+        ("postgresql://nobody@127.0.0.1:1/x", "cannot use the database"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_and_exit_2(url: str, fragment: str, tmp_path: Path) -> None:
+    result = run(
+        "db", "upgrade", env={"CUSTODIA_DATABASE_URL": url, "CUSTODIA_VAR_DIR": str(tmp_path)}
+    )
+    _one_clear_line(result, fragment)
+
+
+def test_a_bad_setting_names_the_variable(tmp_path: Path) -> None:
+    result = run(
+        "db", "current", env={"CUSTODIA_DB_POOL_SIZE": "lots", "CUSTODIA_VAR_DIR": str(tmp_path)}
+    )
+    _one_clear_line(result, "CUSTODIA_DB_POOL_SIZE")
+    result = run("db", "current", env={"CUSTODIA_DB_POOLSIZE": "5"})
+    _one_clear_line(result, "CUSTODIA_DB_POOLSIZE is not a Custodia setting")
+
+
+def test_keys_init_creates_once_and_reports_json(tmp_path: Path) -> None:
+    env = {"CUSTODIA_VAR_DIR": str(tmp_path)}
+    created = run("keys", "init", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout) == {
+        "path": str(tmp_path / "keys.json"),
+        "environment": "development",
+        "created": True,
+    }
+    assert (tmp_path / "keys.json").stat().st_mode & 0o777 == 0o600
+    _one_clear_line(run("keys", "init", env=env), "already exists")
+    again = run("keys", "init", "--if-missing", "--json", env=env)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["created"] is False
+
+
+def test_production_refuses_development_keys(tmp_path: Path) -> None:
+    env = {"CUSTODIA_VAR_DIR": str(tmp_path)}
+    assert run("keys", "init", env=env).returncode == 0
+    result = run("serve", env={**env, "CUSTODIA_ENV": "production"})
+    _one_clear_line(result, "production refuses the development keys")
+
+
+def test_db_upgrade_then_current(tmp_path: Path) -> None:
+    env = {"CUSTODIA_VAR_DIR": str(tmp_path)}
+    before = run("db", "current", env=env)
+    assert before.returncode == 1
+    assert "not at head" in before.stdout
+    upgraded = run("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001_foundation" in upgraded.stdout
+    after = run("db", "current", env=env)
+    assert after.returncode == 0
+    assert "at head" in after.stdout
+
+
+def test_outbox_status_and_retry(tmp_path: Path) -> None:
+    env = {"CUSTODIA_VAR_DIR": str(tmp_path)}
+    assert run("db", "upgrade", env=env).returncode == 0
+    status = run("outbox", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == {"pending": 0, "dead": 0, "oldest_pending_age_s": 0.0}
+    assert run("outbox", "retry", "--all-dead", env=env).stdout.strip() == "requeued 0 event(s)"
+    _one_clear_line(run("outbox", "retry", env=env), "EVENT_ID or pass --all-dead")
