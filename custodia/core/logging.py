@@ -8,7 +8,8 @@ those of libraries (uvicorn, SQLAlchemy, alembic) alike. Redaction works on two 
 - by pattern, in every string (messages and rendered exceptions too): PRC resident identity
   numbers (``110101********1234``), card numbers found by the Luhn check
   (``6222 **** **** 1234``), any other run of 15 or more digits, mainland mobile numbers
-  (``138****5678``), bearer credentials and Custodia API keys.
+  (``138****5678``), bearer credentials, Custodia API keys and ``otpauth://`` URIs (which
+  carry TOTP secrets).
 
 The request id lives in a contextvar (``structlog.contextvars``) so it is on every line
 written while a request is served.
@@ -31,40 +32,27 @@ from custodia.core.settings import LogFormat, Settings
 
 REDACTED = "[REDACTED]"
 
-#: Keys whose values are secrets: never shown, not even in part.
+# Keys are compared lower-cased with "-" and "_" removed (``new-Password`` → ``newpassword``).
+#: Keys whose values are secrets, never shown, when they contain one of these ...
 _SECRET_KEY_PARTS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "authorization",
-    "cookie",
-    "api_key",
-    "apikey",
-    "private_key",
-    "pepper",
-    "cvv",
-    "cvc",
-    "cvn",
-    "security_code",
-    "track",
-    "pin",
-    "totp",
-    "otp",
-    "expiry",
-    "exp_month",
-    "exp_year",
-    "card_expiry",
+    "password", "passwd", "passphrase", "secret", "token", "authorization", "cookie",
+    "apikey", "privatekey", "pepper", "cvv", "securitycode", "credential", "signingkey",
+    "otpauth",
+)  # fmt: skip
+#: ... or when one of their ``_``-separated words is one of these (short words that are also
+#: parts of innocent keys: ``pin`` in ``mapping`` and ``pinyin``).
+_SECRET_KEY_WORDS = frozenset(
+    {"pin", "pwd", "otp", "totp", "cvc", "cvn", "track", "track1", "track2", "expiry", "exp"}
 )
 #: Keys whose values are personal data: shown masked (last digits only).
-_PII_KEY_PARTS = ("id_number", "card_number", "phone", "mobile", "account_number")
+_PII_KEY_PARTS = ("idnumber", "cardnumber", "accountnumber", "phone", "mobile")
 
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
 _DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z])")
 _PHONE = re.compile(r"(?<![0-9A-Za-z])(\+?86[ -]?)?(1[3-9]\d)\d{4}(\d{4})(?![0-9A-Za-z])")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _API_KEY = re.compile(r"\bck_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
+_OTPAUTH = re.compile(r"otpauth://\S+")
 
 
 def _mask_digit_run(match: re.Match[str]) -> str:
@@ -81,6 +69,7 @@ def redact_text(text: str) -> str:
     """Return ``text`` with identity, card and phone numbers and credentials masked."""
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _API_KEY.sub("ck_" + REDACTED, text)
+    text = _OTPAUTH.sub("otpauth://" + REDACTED, text)
     text = _ID_NUMBER.sub(lambda m: f"{m.group(1)}********{m.group(2)[-4:]}", text)
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(3)}", text)
     return _DIGIT_RUN.sub(_mask_digit_run, text)
@@ -89,10 +78,13 @@ def redact_text(text: str) -> str:
 def _key_class(key: object) -> str | None:
     if not isinstance(key, str):
         return None
-    name = key.lower().replace("-", "_")
-    if any(part in name for part in _PII_KEY_PARTS):
+    words = key.lower().replace("-", "_")
+    joined = words.replace("_", "")
+    if any(part in joined for part in _PII_KEY_PARTS):
         return "pii"
-    if any(part in name for part in _SECRET_KEY_PARTS):
+    if any(part in joined for part in _SECRET_KEY_PARTS):
+        return "secret"
+    if not _SECRET_KEY_WORDS.isdisjoint(words.split("_")):
         return "secret"
     return None
 

@@ -81,6 +81,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "ERROR, CRITICAL"
             )
 
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug output: never show key material.
+        shown = {field: getattr(self, field) for field in self.__struct_fields__}
+        shown["database_url"] = _hide_password(self.database_url)
+        shown["keys_json"] = "<set>" if self.keys_json else ""
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     # Derived values: computed, never stored twice.
 
     @property
@@ -180,6 +187,13 @@ def _describe(exc: msgspec.ValidationError) -> str:
     if field:
         return f"{env_name(field)}: {message}"
     return f"invalid settings: {message}"
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True) if url else ""
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as unparsable
+        return "<unparsable>"
 
 
 def parse_database_url(url: str) -> URL:
