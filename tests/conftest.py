@@ -18,6 +18,7 @@ Isolation
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
@@ -37,6 +39,7 @@ from custodia.core import migrate
 from custodia.core.clock import ManualClock
 from custodia.core.db import Database, RetryPolicy, create_db_engine
 from custodia.core.keys import KeyFile, generate_key_file
+from custodia.core.logging import clear_context
 from custodia.core.settings import Environment, Settings, load_settings
 
 AUTO_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -167,6 +170,37 @@ def pytest_sessionfinish() -> None:
     if target is not None and target.owned_database and target.admin_url:
         with contextlib.suppress(psycopg.Error):
             _drop_database(target.admin_url, target.owned_database)
+
+
+# --------------------------------------------------------------------------------- logging
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Let a test call ``configure_logging``; put logging back as it was afterwards."""
+    root = logging.getLogger()
+    # pytest installs its own capture handlers for each test phase and removes them itself.
+    kept = [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]
+    level = root.level
+    access = logging.getLogger("uvicorn.access")
+    access_disabled = access.disabled
+    alembic = logging.getLogger("alembic")
+    alembic_level = alembic.level
+
+    yield
+
+    clear_context()
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+            root.removeHandler(handler)
+            handler.close()
+    for handler in kept:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    access.disabled = access_disabled
+    alembic.setLevel(alembic_level)
 
 
 # --------------------------------------------------------------------------------- settings

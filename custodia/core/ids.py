@@ -10,6 +10,7 @@ millisecond the previous one plus one, which is guessable.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from ulid import PureRandomPolicy, ULIDGenerator
@@ -32,8 +33,11 @@ class IdPrefix(StrEnum):
     REQUEST = "req"
 
 
-_ULID_RE = r"[0-9a-hjkmnp-tv-z]{26}"
-_ID_RE = re.compile(rf"^(?P<prefix>[a-z]+)_(?P<ulid>{_ULID_RE})$")
+# 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.
+_ULID_RE = r"[0-7][0-9a-hjkmnp-tv-z]{25}"
+_ID_RE = re.compile(rf"(?P<prefix>[a-z]+)_(?P<ulid>{_ULID_RE})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 class IdGenerator:
@@ -45,11 +49,14 @@ class IdGenerator:
 
     def new(self, prefix: IdPrefix) -> str:
         """Return a fresh id with ``prefix``."""
-        ulid = self._generator.generate(self._clock.now())
+        # Whole milliseconds by integer arithmetic: float timestamps round some instants
+        # down by one millisecond, which would misorder ids made 1 ms apart.
+        millis = (self._clock.now() - _EPOCH) // _MILLISECOND
+        ulid = self._generator.generate(millis)
         return f"{prefix.value}_{str(ulid).lower()}"
 
 
 def is_valid_id(value: str, prefix: IdPrefix) -> bool:
     """Return whether ``value`` is a well-formed id of the type ``prefix`` names."""
-    match = _ID_RE.match(value)
+    match = _ID_RE.fullmatch(value)
     return match is not None and match["prefix"] == prefix.value

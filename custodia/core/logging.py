@@ -49,9 +49,10 @@ _PII_KEY_PARTS = ("idnumber", "cardnumber", "accountnumber", "phone", "mobile")
 
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
 _DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z])")
-_PHONE = re.compile(r"(?<![0-9A-Za-z])(\+?86[ -]?)?(1[3-9]\d)\d{4}(\d{4})(?![0-9A-Za-z])")
+_PHONE = re.compile(r"(?<![0-9A-Za-z])(\+?86[ -]?)?(1[3-9]\d)[ -]?\d{4}[ -]?(\d{4})(?![0-9A-Za-z])")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
-_API_KEY = re.compile(r"\bck_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
+#: Custodia API keys are ``ck_<dev|live>_<key id>_<secret>`` (issue 3 issues them).
+_API_KEY = re.compile(r"\bck_(?:dev|live)_[A-Za-z0-9_-]+")
 _OTPAUTH = re.compile(r"otpauth://\S+")
 
 
@@ -60,8 +61,8 @@ def _mask_digit_run(match: re.Match[str]) -> str:
     digits = re.sub(r"[ -]", "", text)
     if luhn.is_valid(digits):
         return f"{digits[:4]} **** **** {digits[-4:]}"
-    if text.isdigit() and len(text) >= 15:
-        return "*" * (len(text) - 4) + text[-4:]
+    if len(digits) >= 15:
+        return "*" * (len(digits) - 4) + digits[-4:]
     return text
 
 
@@ -75,10 +76,13 @@ def redact_text(text: str) -> str:
     return _DIGIT_RUN.sub(_mask_digit_run, text)
 
 
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 def _key_class(key: object) -> str | None:
     if not isinstance(key, str):
         return None
-    words = key.lower().replace("-", "_")
+    words = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_")
     joined = words.replace("_", "")
     if any(part in joined for part in _PII_KEY_PARTS):
         return "pii"
@@ -106,7 +110,19 @@ def _redact(value: Any) -> Any:
         return [_redact(v) for v in value]
     if isinstance(value, bytes):
         return redact_text(value.decode("utf-8", "replace"))
-    return value
+    return _redact_scalar(value)
+
+
+def _redact_scalar(value: object) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    # Numbers keep their type unless they look like a card or identity number; anything
+    # else (exceptions, ids, dates …) is logged as its text, so redact that text.
+    text = str(value)
+    masked = redact_text(text)
+    if isinstance(value, int | float) and masked == text:
+        return value
+    return masked
 
 
 def _redact_mapping(mapping: Mapping[Any, Any]) -> dict[Any, Any]:

@@ -6,6 +6,7 @@ test suite call :func:`load_settings` and hand the result to whatever needs it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -68,6 +69,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     inprocess_workers: bool | None = None
 
     def __post_init__(self) -> None:
+        for field in self.__struct_fields__:
+            value = getattr(self, field)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{env_name(field)}: must be a finite number, not {value}")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

@@ -105,7 +105,9 @@ def _count_events() -> Any:
     return select(func.count()).select_from(OutboxEvent)
 
 
-def test_unexpected_errors_are_500_without_internals(settings: Settings, runtime: Runtime) -> None:
+def test_unexpected_errors_are_500_without_internals(
+    settings: Settings, runtime: Runtime, logging_restored: None
+) -> None:
     """A crash answers a bare 500 problem; the log has the traceback, redacted."""
     log = io.StringIO()
     configure_logging(load_settings({}, log_format="json"), stream=log)
