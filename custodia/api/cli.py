@@ -216,6 +216,26 @@ def outbox_status() -> None:
     _print_json(state)
 
 
+@outbox.command("list")
+@click.option(
+    "--status", type=click.Choice(["dead", "pending", "done"]), default="dead", show_default=True
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@_config_errors_exit_2
+def outbox_list(status: str, limit: int) -> None:
+    """Print events in STATUS as JSON lines, oldest first, with their last error."""
+    from custodia.core.outbox import list_events  # noqa: PLC0415
+
+    settings = _settings()
+    database = Database.from_settings(settings)
+    try:
+        events = database.run(lambda s: list_events(s, status, limit=limit), read_only=True)
+    finally:
+        database.dispose()
+    for event in events:
+        _print_json(event)
+
+
 @outbox.command("retry")
 @click.argument("event_id", required=False)
 @click.option("--all-dead", is_flag=True, help="Requeue every dead event.")

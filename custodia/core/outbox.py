@@ -229,6 +229,41 @@ def backlog(session: Session, now: datetime) -> OutboxBacklog:
     return OutboxBacklog(pending=int(pending), dead=int(dead), oldest_pending_age_s=max(age, 0.0))
 
 
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    """What an operator sees of one event (the payload stays in the database)."""
+
+    id: str
+    event_type: str
+    status: str
+    attempts: int
+    created_at: datetime
+    available_at: datetime
+    last_error: str | None
+
+
+def list_events(session: Session, status: str, *, limit: int = 50) -> list[EventSummary]:
+    """Return up to ``limit`` events in ``status``, oldest first."""
+    rows = session.execute(
+        select(OutboxEvent)
+        .where(OutboxEvent.status == status)
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        .limit(limit)
+    ).scalars()
+    return [
+        EventSummary(
+            id=e.id,
+            event_type=e.event_type,
+            status=e.status,
+            attempts=e.attempts,
+            created_at=e.created_at,
+            available_at=e.available_at,
+            last_error=e.last_error,
+        )
+        for e in rows
+    ]
+
+
 def requeue_dead(session: Session, now: datetime, event_id: str | None = None) -> int:
     """Give dead events (or the one named) a fresh set of attempts; return how many."""
     statement = update(OutboxEvent).where(OutboxEvent.status == "dead")

@@ -105,4 +105,6 @@ def test_outbox_status_and_retry(tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout) == {"pending": 0, "dead": 0, "oldest_pending_age_s": 0.0}
     assert run("outbox", "retry", "--all-dead", env=env).stdout.strip() == "requeued 0 event(s)"
+    listed = run("outbox", "list", "--status", "pending", env=env)
+    assert (listed.returncode, listed.stdout) == (0, "")
     _one_clear_line(run("outbox", "retry", env=env), "EVENT_ID or pass --all-dead")

@@ -20,6 +20,7 @@ from custodia.core.outbox import (
     OutboxMessage,
     OutboxProcessor,
     backlog,
+    list_events,
     publish,
     purge_delivered,
     requeue_dead,
@@ -271,3 +272,19 @@ def test_purge_forgets_only_old_delivered_events(db: Database, clock: ManualCloc
     assert db.run(lambda s: purge_delivered(s, clock.now() - timedelta(days=7))) == 1
     assert db.run(lambda s: s.get(OutboxEvent, old)) is None
     assert db.run(lambda s: s.get(OutboxEvent, waiting)) is not None
+
+
+def test_dead_events_are_listed_with_their_error(db: Database, clock: ManualClock) -> None:
+    registry = ConsumerRegistry()
+
+    def broken(_s: Session, _m: OutboxMessage) -> None:
+        raise RuntimeError("no route to 13812345678")
+
+    registry.register("thing.happened", "broken", broken)
+    event_id = _publish(db, clock)
+    _publish(db, clock, "nobody.listens")
+    _processor(db, registry, clock, max_attempts=1).process_batch()
+    dead = db.run(lambda s: list_events(s, "dead"))
+    assert [(e.id, e.attempts) for e in dead] == [(event_id, 1)]
+    assert dead[0].last_error == "RuntimeError: no route to 138****5678"
+    assert [e.event_type for e in db.run(lambda s: list_events(s, "pending"))] == ["nobody.listens"]
