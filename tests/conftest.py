@@ -164,8 +164,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-def pytest_sessionfinish() -> None:
-    """Drop the throw-away PostgreSQL databases this run created."""
+def pytest_configure() -> None:
+    """Find PostgreSQL once, before collection decides which backends tests run on."""
+    postgres_target()
+
+
+def pytest_unconfigure() -> None:
+    """Drop the throw-away PostgreSQL database this run created (after every report)."""
     target = _PG
     if target is not None and target.owned_database and target.admin_url:
         with contextlib.suppress(psycopg.Error):
