@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -46,9 +47,10 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(_config(connection), revision)
 
 
-def head_revisions() -> set[str]:
-    """Return the revisions the code expects the database to be at."""
-    return set(ScriptDirectory.from_config(_config()).get_heads())
+@cache
+def head_revisions() -> frozenset[str]:
+    """Return the revisions the code expects the database to be at (read once per process)."""
+    return frozenset(ScriptDirectory.from_config(_config()).get_heads())
 
 
 def current_revisions(connection: Connection) -> set[str]:
