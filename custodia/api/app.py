@@ -13,11 +13,14 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from custodia import __version__
+from custodia.api.audit import AuditController
+from custodia.api.auth import AuthController
 from custodia.api.body import StrictBodyPlugin
 from custodia.api.health import HealthController
 from custodia.api.middleware import RequestContextMiddleware
 from custodia.api.problems import problem_plugin
 from custodia.api.runtime import Runtime
+from custodia.api.security import authorize
 from custodia.core.logging import get_logger
 from custodia.core.settings import Settings
 
@@ -69,7 +72,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
                 live.close()
 
     app = Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[HealthController, AuthController, AuditController],
+        guards=[authorize],
         dependencies={"runtime": Provide(_provide_runtime, sync_to_thread=False)},
         plugins=[problem_plugin(), StrictBodyPlugin()],
         return_dto=None,

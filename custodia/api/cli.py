@@ -7,12 +7,15 @@ something accept ``--json`` and then print exactly one JSON object on stdout.
 
 from __future__ import annotations
 
+import getpass
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 import msgspec
@@ -22,15 +25,30 @@ from custodia import __version__
 from custodia.core import migrate
 from custodia.core.clock import SystemClock
 from custodia.core.db import Database, describe_url
-from custodia.core.errors import ConfigError
-from custodia.core.keys import generate_key_file, load_keys, write_key_file
-from custodia.core.logging import configure_logging
+from custodia.core.errors import ConfigError, DomainError
+from custodia.core.ids import IdPrefix
+from custodia.core.keys import (
+    KeyPurpose,
+    generate_key_file,
+    load_keys,
+    replace_key_file,
+    rotate,
+    write_key_file,
+)
+from custodia.core.logging import configure_logging, get_logger
 from custodia.core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from custodia.api.runtime import Runtime
+    from custodia.core.actors import Context
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_log = get_logger("custodia.security")
+
 EXIT_CONFIG = 2
+EXIT_REFUSED = 1
 
 
 def _fail(message: str) -> NoReturn:
@@ -45,6 +63,9 @@ def _config_errors_exit_2(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ConfigError as exc:
             _fail(str(exc))
+        except DomainError as exc:
+            click.echo(f"custodia: refused: {exc.detail} ({exc.code})", err=True)
+            sys.exit(EXIT_REFUSED)
         except OperationalError as exc:
             first_line = str(exc.orig or exc).strip().splitlines()[0]
             _fail(f"cannot use the database: {first_line}")
@@ -60,6 +81,29 @@ def _settings() -> Settings:
 
 def _print_json(obj: Any) -> None:
     click.echo(msgspec.json.encode(obj).decode())
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """Yield the runtime of the configured settings (database and keys), closed after."""
+    from custodia.api.runtime import Runtime  # noqa: PLC0415 - heavy, not every command needs it
+
+    runtime = Runtime.build(_settings())
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def _cli_context(runtime: Runtime) -> Context:
+    """Return the context of an operator's command: the OS user is the actor."""
+    from custodia.core.actors import Actor, ActorKind, Context  # noqa: PLC0415
+
+    return Context(
+        actor=Actor(ActorKind.CLI, getpass.getuser()),
+        now=runtime.clock.now(),
+        request_id=runtime.ids.new(IdPrefix.REQUEST),
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -191,6 +235,307 @@ def keys_init(if_missing: bool, as_json: bool) -> None:
         click.echo(f"created {settings.env.value} keys in {path}")
     else:
         click.echo(f"keys already present in {path}")
+
+
+@keys.command("rotate")
+@click.option(
+    "--purpose",
+    "purposes",
+    type=click.Choice([p.value for p in KeyPurpose]),
+    multiple=True,
+    default=[KeyPurpose.PII.value],
+    show_default=True,
+    help="Which ring gets a new primary key (repeat for several).",
+)
+@_config_errors_exit_2
+def keys_rotate(purposes: tuple[str, ...]) -> None:
+    """Add a new primary key to a ring; older keys stay so that old data still opens.
+
+    Restart the servers and workers afterwards, then run `keys reencrypt` (pii) or
+    `keys reindex` (index) to move the stored data to the new key.
+    """
+    settings = _settings()
+    if settings.keys_json:
+        raise ConfigError(
+            "CUSTODIA_KEYS_JSON is set: rotate the key file it is made from "
+            "(CUSTODIA_KEYS_FILE=… custodia keys rotate) and update the variable"
+        )
+    path = settings.resolved_keys_file
+    key_file = load_keys(settings)
+    for purpose in purposes:
+        key_file = rotate(key_file, KeyPurpose(purpose))
+    replace_key_file(path, key_file)
+    for purpose in purposes:
+        new_id = key_file.primary_id(KeyPurpose(purpose))
+        _log.info("key_rotated", purpose=purpose, key_id=new_id)
+        click.echo(f"{purpose}: new primary key {new_id} in {path}")
+
+
+def _walk_tables(
+    runtime: Runtime,
+    jobs: list[tuple[str, Callable[[Any, str | None], Any]]],
+    *,
+    action: Any,
+    as_json: bool,
+) -> None:
+    from custodia.core import audit, vault  # noqa: PLC0415
+
+    totals: dict[str, dict[str, int]] = {}
+    for name, batch in jobs:
+
+        def progress(result: vault.BatchResult, name: str = name) -> None:
+            if not as_json and result.changed:
+                click.echo(f"{name}: {result.changed} of {result.scanned} rows updated")
+
+        scanned, changed = vault.run_batches(runtime.db, batch, progress=progress)
+        totals[name] = {"scanned": scanned, "changed": changed}
+    ctx = _cli_context(runtime)
+    runtime.db.run(lambda s: audit.record(s, ctx, action, details={"columns": totals}))
+    if as_json:
+        _print_json(totals)
+    else:
+        for name, counts in totals.items():
+            click.echo(f"{name}: {counts['changed']} changed, {counts['scanned']} scanned")
+
+
+@keys.command("reencrypt")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_config_errors_exit_2
+def keys_reencrypt(batch_size: int, as_json: bool) -> None:
+    """Re-encrypt every personal field still under an older pii key (online, resumable)."""
+    from custodia.api.runtime import pii_schema  # noqa: PLC0415
+    from custodia.core.audit import AuditAction  # noqa: PLC0415
+    from custodia.core.vault import reencrypt_batch  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        jobs = [
+            (
+                f"{spec.table}.{spec.column}",
+                partial_batch(reencrypt_batch, runtime.vault, spec, limit=batch_size),
+            )
+            for spec in pii_schema().encrypted
+        ]
+        _walk_tables(runtime, jobs, action=AuditAction.KEYS_REENCRYPTED, as_json=as_json)
+
+
+@keys.command("reindex")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_config_errors_exit_2
+def keys_reindex(batch_size: int, as_json: bool) -> None:
+    """Recompute every blind index under the primary index key (online, resumable)."""
+    from custodia.api.runtime import pii_schema  # noqa: PLC0415
+    from custodia.core.audit import AuditAction  # noqa: PLC0415
+    from custodia.core.vault import reindex_batch  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        jobs = [
+            (
+                f"{spec.table}.{spec.column}",
+                partial_batch(
+                    reindex_batch, runtime.vault, runtime.blind_index, spec, limit=batch_size
+                ),
+            )
+            for spec in pii_schema().indexes
+        ]
+        _walk_tables(runtime, jobs, action=AuditAction.KEYS_REINDEXED, as_json=as_json)
+
+
+def partial_batch(
+    function: Callable[..., Any], *args: Any, limit: int
+) -> Callable[[Any, str | None], Any]:
+    """Bind a maintenance batch function to its collaborators; the loop supplies the rest."""
+
+    def batch(session: Any, after: str | None) -> Any:
+        return function(session, *args, after=after, limit=limit)
+
+    return batch
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@cli.group()
+def clients() -> None:
+    """Manage the API keys of onboarding apps and merchants."""
+
+
+@clients.command("create")
+@click.option("--kind", type=click.Choice(["onboarding_app", "merchant"]), required=True)
+@click.option("--name", required=True, help="Who the key is for.")
+@click.option(
+    "--merchant", "merchant_id", default=None, help="The merchant (mer_…) a key acts for."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: {id, key}.")
+@_config_errors_exit_2
+def clients_create(kind: str, name: str, merchant_id: str | None, as_json: bool) -> None:
+    """Create an API client; its key is printed once and never stored in clear."""
+    from custodia import access  # noqa: PLC0415
+    from custodia.core.actors import Role  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        ctx = _cli_context(runtime)
+        created = runtime.db.run(
+            lambda s: access.create_client(
+                s,
+                kind=Role(kind),
+                name=name,
+                merchant_id=merchant_id,
+                environment=runtime.settings.env,
+                ctx=ctx,
+                ids=runtime.ids,
+            )
+        )
+    if as_json:
+        _print_json({"id": created.id, "key": created.key})
+    else:
+        click.echo(f"client {created.id}")
+        click.echo(f"key    {created.key}")
+        click.echo("The key is shown only now; store it in the client's secret store.")
+
+
+@clients.command("list")
+@_config_errors_exit_2
+def clients_list() -> None:
+    """Print every API client as JSON lines (never their keys)."""
+    from custodia import access  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        rows = runtime.db.run(access.list_clients, read_only=True)
+    for row in rows:
+        _print_json(row)
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+@_config_errors_exit_2
+def clients_revoke(client_id: str) -> None:
+    """Revoke CLIENT_ID's key; requests with it fail from now on."""
+    from custodia import access  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        ctx = _cli_context(runtime)
+        view = runtime.db.run(lambda s: access.revoke_client(s, client_id, ctx=ctx))
+    click.echo(f"revoked {view.id} at {view.revoked_at.isoformat() if view.revoked_at else '?'}")
+
+
+# --------------------------------------------------------------------------- staff
+
+
+@cli.group()
+def staff() -> None:
+    """Staff accounts."""
+
+
+@staff.command("create")
+@click.option("--username", required=True)
+@click.option(
+    "--role",
+    type=click.Choice(["compliance_officer", "compliance_lead", "auditor", "admin"]),
+    required=True,
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: {username, password, otpauth_uri}.",
+)
+@_config_errors_exit_2
+def staff_create(username: str, role: str, as_json: bool) -> None:
+    """Create a member of staff: prints a one-time password and the TOTP provisioning URI."""
+    from custodia import access  # noqa: PLC0415
+    from custodia.core.actors import Role  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        ctx = _cli_context(runtime)
+        created = runtime.db.run(
+            lambda s: access.create_staff(
+                s,
+                username=username,
+                role=Role(role),
+                ctx=ctx,
+                ids=runtime.ids,
+                vault=runtime.vault,
+                hasher=runtime.hasher,
+            )
+        )
+    if as_json:
+        _print_json(
+            {
+                "id": created.id,
+                "username": created.username,
+                "password": created.password,
+                "otpauth_uri": created.otpauth_uri,
+            }
+        )
+    else:
+        click.echo(f"staff       {created.id} ({created.username}, {created.role})")
+        click.echo(f"password    {created.password}   (one-time: change it at first login)")
+        click.echo(f"otpauth     {created.otpauth_uri}")
+        click.echo("Both are shown only now.")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Checkpoint and verify the tamper-evident audit trail."""
+
+
+@audit_group.command("checkpoint")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it (default: print it). Keep checkpoints outside the database.",
+)
+@_config_errors_exit_2
+def audit_checkpoint(out_path: Path | None) -> None:
+    """Seal what is pending, then write an Ed25519-signed checkpoint of the chain."""
+    from custodia.core import audit  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        runtime.seal_audit()
+        checkpoint = runtime.db.run(
+            lambda s: audit.make_checkpoint(s, runtime.keys, runtime.clock.now()), read_only=True
+        )
+    data = msgspec.json.format(msgspec.json.encode(checkpoint), indent=2)
+    if out_path is None:
+        click.echo(data.decode())
+    else:
+        out_path.write_bytes(data + b"\n")
+        click.echo(f"checkpoint of {checkpoint.size} events written to {out_path}")
+
+
+@audit_group.command("verify")
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Also check that the chain still extends this checkpoint.",
+)
+@_config_errors_exit_2
+def audit_verify(checkpoint_path: Path | None) -> None:
+    """Recompute the whole chain; exit 1 and name the first bad event on failure."""
+    from custodia.core import audit  # noqa: PLC0415
+
+    checkpoint = None
+    if checkpoint_path is not None:
+        try:
+            checkpoint = msgspec.json.decode(checkpoint_path.read_bytes(), type=audit.Checkpoint)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ConfigError(f"{checkpoint_path} is not an audit checkpoint: {exc}") from None
+    with _runtime() as runtime:
+        report = runtime.db.run(
+            lambda s: audit.verify(s, runtime.keys, checkpoint=checkpoint), read_only=True
+        )
+    _print_json(report)
+    if not report.ok:
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------- outbox

@@ -35,6 +35,7 @@ STATUS_BY_KIND: Mapping[ErrorKind, int] = {
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_MANY_REQUESTS: 429,
     ErrorKind.UNAVAILABLE: 503,
 }
 
@@ -110,7 +111,14 @@ def status_of(error: DomainError) -> int:
 
 def from_domain_error(exc: DomainError) -> ProblemDetailsException:
     """Map a domain error to its problem (status by kind, extra members from its data)."""
-    return _exception(status_of(exc), exc.code, exc.title, exc.detail, extra=exc.problem_fields())
+    return _exception(
+        status_of(exc),
+        exc.code,
+        exc.title,
+        exc.detail,
+        extra=exc.problem_fields(),
+        headers=exc.headers() or None,
+    )
 
 
 def render_refusal(exc: DomainError) -> StoredResponse:

@@ -10,6 +10,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from custodia.access import AccessPolicy
+from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
+from custodia.core import audit
 from custodia.core.clock import Clock, SystemClock
 from custodia.core.db import Database
 from custodia.core.idempotency import IdempotencyStore
@@ -17,8 +20,15 @@ from custodia.core.ids import IdGenerator
 from custodia.core.keys import KeyFile, load_keys
 from custodia.core.metrics import Metrics, OutboxBacklog
 from custodia.core.outbox import ConsumerRegistry, OutboxProcessor, backlog, purge_delivered
+from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.core.settings import Settings
+from custodia.core.vault import BlindIndexer, PiiSchema, Vault
 from custodia.core.worker import PeriodicJob, Worker
+
+
+def pii_schema() -> PiiSchema:
+    """Every encrypted and blind-indexed column of the service, from every package."""
+    return PiiSchema(encrypted=(*ACCESS_PII_COLUMNS,), indexes=())
 
 
 @dataclass
@@ -33,15 +43,29 @@ class Runtime:
     consumers: ConsumerRegistry = field(default_factory=ConsumerRegistry)
     ids: IdGenerator = field(init=False)
     idempotency: IdempotencyStore = field(init=False)
+    vault: Vault = field(init=False)
+    blind_index: BlindIndexer = field(init=False)
+    hasher: SecretHasher = field(init=False)
+    access_policy: AccessPolicy = field(init=False)
 
     def __post_init__(self) -> None:
+        s = self.settings
         self.ids = IdGenerator(self.clock)
+        self.vault = Vault(self.keys)
+        self.blind_index = BlindIndexer(self.keys)
+        self.hasher = SecretHasher(
+            self.keys,
+            ScryptParams(s.scrypt_log2_n, s.scrypt_r, s.scrypt_p),
+            concurrency=s.kdf_concurrency,
+        )
+        self.access_policy = AccessPolicy.from_settings(s)
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,
         )
         self.db.observer = self.metrics
         self.metrics.watch_outbox(self.outbox_backlog)
+        self.metrics.watch_audit(self.audit_pending)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -53,6 +77,22 @@ class Runtime:
     def outbox_backlog(self) -> OutboxBacklog:
         """Return the outbox backlog now (for /metrics)."""
         return self.db.run(lambda s: backlog(s, self.clock.now()), read_only=True)
+
+    def audit_pending(self) -> audit.PendingState:
+        """Return how far audit sealing lags (for /metrics)."""
+        return self.db.run(lambda s: audit.pending_state(s, self.clock.now()), read_only=True)
+
+    def seal_audit(self) -> int:
+        """Seal every committed audit event waiting for its place in the chain."""
+        total = 0
+        batch = self.settings.audit_seal_batch
+        while True:
+            sealed = self.db.run(
+                lambda s: audit.seal_pending(s, self.keys, self.clock.now(), limit=batch)
+            )
+            total += sealed
+            if sealed < batch:
+                return total
 
     def outbox_processor(self) -> OutboxProcessor:
         """Return an outbox processor over this runtime's consumers."""
@@ -80,7 +120,8 @@ class Runtime:
         return Worker(
             outbox=self.outbox_processor(),
             periodic=[
-                PeriodicJob("maintenance", self.settings.maintenance_interval_s, self.maintenance)
+                PeriodicJob("audit_seal", self.settings.audit_seal_interval_s, self.seal_audit),
+                PeriodicJob("maintenance", self.settings.maintenance_interval_s, self.maintenance),
             ],
             poll_interval_s=self.settings.outbox_poll_interval_s,
             stop=stop,

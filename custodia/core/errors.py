@@ -20,6 +20,7 @@ class ErrorKind(StrEnum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
+    TOO_MANY_REQUESTS = "too_many_requests"
     UNAVAILABLE = "unavailable"
 
 
@@ -45,6 +46,10 @@ class DomainError(Exception):
     def problem_fields(self) -> dict[str, Any]:
         """Return the extra members of the problem document (always includes ``code``)."""
         return {"code": self.code, **self.data}
+
+    def headers(self) -> dict[str, str]:
+        """Return HTTP headers the refusal calls for (``Retry-After`` …); none by default."""
+        return {}
 
 
 class ConfigError(Exception):
@@ -117,3 +122,27 @@ class IdempotencyKeyInFlight(DomainError):
             "A request with this Idempotency-Key is still being processed; retry shortly to "
             "receive its result."
         )
+
+
+class Unauthenticated(DomainError):
+    """No credential, or one that is unknown, expired or revoked (API.md: 401)."""
+
+    code = "unauthenticated"
+    kind = ErrorKind.UNAUTHENTICATED
+    title = "Authentication required"
+
+    def __init__(
+        self, detail: str = "Send a valid credential in the Authorization header."
+    ) -> None:
+        super().__init__(detail)
+
+
+class Forbidden(DomainError):
+    """The caller is known but its role may not do this (API.md: 403)."""
+
+    code = "forbidden"
+    kind = ErrorKind.FORBIDDEN
+    title = "Forbidden"
+
+    def __init__(self, detail: str = "Your role may not perform this operation.") -> None:
+        super().__init__(detail)

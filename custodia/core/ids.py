@@ -31,6 +31,8 @@ class IdPrefix(StrEnum):
     MERCHANT = "mer"
     EVENT = "evt"
     REQUEST = "req"
+    STAFF = "stf"
+    CLIENT = "cli"
 
 
 # 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.

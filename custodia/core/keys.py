@@ -96,6 +96,39 @@ def write_key_file(path: Path, key_file: KeyFile) -> None:
         os.fsync(out.fileno())
 
 
+def rotate(key_file: KeyFile, purpose: KeyPurpose) -> KeyFile:
+    """Return ``key_file`` with a fresh primary key for ``purpose``; older keys stay for reading.
+
+    Key ids are consecutive integers as strings (``"1"``, ``"2"`` …), so the newest is obvious.
+    """
+    ring = key_file.rings[purpose]
+    new_id = str(max(int(k) for k in ring.keys if k.isdigit()) + 1 if ring.keys else 1)
+    rings = dict(key_file.rings)
+    rings[purpose] = KeyRing(primary=new_id, keys={**ring.keys, new_id: _new_secret()})
+    return msgspec.structs.replace(key_file, rings=rings)
+
+
+def replace_key_file(path: Path, key_file: KeyFile) -> None:
+    """Atomically replace the key file at ``path`` (owner-only, fsynced, then renamed)."""
+    data = msgspec.json.format(msgspec.json.encode(key_file), indent=2)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        temp.replace(path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _parse(raw: bytes, source: str) -> KeyFile:
     try:
         key_file = msgspec.json.decode(raw, type=KeyFile)

@@ -113,6 +113,11 @@ def _redact(value: Any) -> Any:
     return _redact_scalar(value)
 
 
+def redact_value(value: Any) -> Any:
+    """Return ``value`` (any JSON-like structure) with personal data and secrets masked."""
+    return _redact(value)
+
+
 def _redact_scalar(value: object) -> object:
     if value is None or isinstance(value, bool):
         return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -45,6 +46,24 @@ class _BacklogCollector(Collector):
             "custodia_outbox_oldest_pending_age_seconds",
             "Age of the oldest undelivered outbox event (the backlog's lag).",
             backlog.oldest_pending_age_s,
+        )
+
+
+class _AuditCollector(Collector):
+    def __init__(self, probe: Callable[[], Any]) -> None:
+        self._probe = probe
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._probe()
+        yield GaugeMetricFamily(
+            "custodia_audit_pending_events",
+            "Audit events committed but not yet sealed into the chain.",
+            state.pending,
+        )
+        yield GaugeMetricFamily(
+            "custodia_audit_oldest_pending_age_seconds",
+            "Age of the oldest unsealed audit event (how far sealing lags).",
+            state.oldest_pending_age_s,
         )
 
 
@@ -92,6 +111,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.security_events = Counter(
+            "custodia_security_events",
+            "Security events: logins, failures, lockouts, denied and unauthenticated requests.",
+            ["event"],
+            registry=self.registry,
+        )
+
     # RetryObserver (custodia.core.db)
     def db_retry(self, reason: str) -> None:
         """Count one retried unit of work."""
@@ -104,6 +130,10 @@ class Metrics:
     def watch_outbox(self, probe: Callable[[], OutboxBacklog]) -> None:
         """Report the outbox backlog from ``probe`` at every scrape."""
         self.registry.register(_BacklogCollector(probe))
+
+    def watch_audit(self, probe: Callable[[], Any]) -> None:
+        """Report the audit sealing backlog from ``probe`` at every scrape."""
+        self.registry.register(_AuditCollector(probe))
 
     def render(self) -> bytes:
         """Return every metric in the Prometheus text format."""

@@ -7,6 +7,9 @@ classes describe it for queries, and a test checks that they and the migrations 
   the work it protects and holding the response to replay (API.md "Conventions").
 - ``outbox_events``: events written in the business transaction and delivered to the
   registered consumers by ``custodia worker`` (see ``custodia.core.outbox``).
+- ``audit_events``, ``audit_seals``, ``audit_pending``, ``audit_chain_head``: the
+  tamper-evident audit trail (see ``custodia.core.audit``). Events and seals are append-only:
+  database triggers refuse UPDATE and DELETE.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -129,3 +133,68 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime]
     available_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
+
+
+#: An auto-incrementing 64-bit key (SQLite's INTEGER PRIMARY KEY is already 64 bits).
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class AuditEvent(Base):
+    """One state-changing operation: who, what, on what, when, under which request.
+
+    Written in the same transaction as the change it records; never updated or deleted.
+    ``details`` is canonical JSON (sorted keys) holding masked values or ciphertext only.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_target", "target", "id"),
+        Index("ix_audit_events_actor_id", "actor_id", "id"),
+        Index("ix_audit_events_action", "action", "id"),
+        Index("ix_audit_events_at", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[str] = mapped_column(Text)
+
+
+class AuditSeal(Base):
+    """An event's place in the chain: ``seq`` (1, 2, 3 … without gaps) and its HMAC.
+
+    ``hash = HMAC-SHA256(audit key, previous hash ‖ canonical bytes of seq and event)``.
+    """
+
+    __tablename__ = "audit_seals"
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigId, unique=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_at: Mapped[datetime]
+
+
+class AuditPending(Base):
+    """An event committed but not sealed yet (filled by a trigger, emptied by the sealer)."""
+
+    __tablename__ = "audit_pending"
+
+    event_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+
+
+class AuditChainHead(Base):
+    """The last seal, so the sealer chains on without scanning; one row, locked by sealers."""
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)

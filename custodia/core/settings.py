@@ -67,6 +67,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     outbox_retention_days: PositiveInt = 7
     maintenance_interval_s: PositiveFloat = 60.0
     inprocess_workers: bool | None = None
+    scrypt_log2_n: Annotated[int, msgspec.Meta(ge=4, le=22)] = 17
+    scrypt_r: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8
+    scrypt_p: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    kdf_concurrency: PositiveInt = 2
+    staff_session_hours: PositiveFloat = 12.0
+    staff_session_idle_minutes: PositiveFloat = 30.0
+    staff_password_min_length: Annotated[int, msgspec.Meta(ge=8, le=128)] = 12
+    login_max_failures: PositiveInt = 5
+    login_lockout_minutes: PositiveFloat = 15.0
+    audit_seal_interval_s: PositiveFloat = 1.0
+    audit_seal_batch: PositiveInt = 2000
 
     def __post_init__(self) -> None:
         for field in self.__struct_fields__:

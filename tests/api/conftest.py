@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from custodia.api.app import create_app
 from custodia.api.idempotency import respond_idempotently
 from custodia.api.runtime import Runtime
+from custodia.api.security import PUBLIC, ROUTE_ACCESS
 from custodia.core.errors import DomainError, ErrorKind, NotFound
 from custodia.core.outbox import publish
 from custodia.core.settings import Settings
@@ -55,7 +56,7 @@ class TestRefusal(DomainError):
         super().__init__("Amounts of 13 are refused.", requested=amount, limit=12)
 
 
-@post("/test/echo", sync_to_thread=True, status_code=201)
+@post("/test/echo", operation_id="test_echo", sync_to_thread=True, status_code=201)
 def echo(
     request: Request[Any, Any, Any], data: JSONBody[EchoIn], runtime: NamedDependency[Runtime]
 ) -> Response[bytes]:
@@ -77,30 +78,40 @@ def echo(
     )
 
 
-@get("/test/boom", sync_to_thread=False)
+@get("/test/boom", operation_id="test_boom", sync_to_thread=False)
 def boom() -> None:
     """Fail unexpectedly with personal data in the message."""
     raise RuntimeError("secret 11010519491231002X at 13812345678")
 
 
-@get("/test/missing/{thing_id:str}", sync_to_thread=False)
+@get("/test/missing/{thing_id:str}", operation_id="test_missing", sync_to_thread=False)
 def missing(thing_id: FromPath[str]) -> None:
     """Raise a domain not-found error."""
     raise NotFound("thing", thing_id)
 
 
-@get("/test/page", sync_to_thread=False)
+@get("/test/page", operation_id="test_page", sync_to_thread=False)
 def page(limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50) -> dict[str, int]:
     """Echo a validated query parameter."""
     return {"limit": limit}
 
 
+TEST_OPERATIONS = ("test_echo", "test_boom", "test_missing", "test_page")
+
+
 def app_with_test_routes(settings: Settings, runtime: Runtime) -> Litestar:
-    """The production app plus the test routes."""
+    """The production app plus the test routes (open to anyone: see ``test_routes_open``)."""
     app = create_app(settings, runtime=runtime)
     for handler in (echo, boom, missing, page):
         app.register(handler)
     return app
+
+
+@pytest.fixture(autouse=True)
+def test_routes_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """List the test routes in the access table as public, for the duration of a test."""
+    for operation in TEST_OPERATIONS:
+        monkeypatch.setitem(ROUTE_ACCESS, operation, PUBLIC)
 
 
 @pytest.fixture

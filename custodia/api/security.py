@@ -1,0 +1,196 @@
+"""Authentication and authorization of every HTTP request (API.md "Authentication and roles").
+
+:data:`ROUTE_ACCESS` is the one table of who may call what: every route's ``operation_id``
+with the roles allowed to call it. The app-wide guard :func:`authorize` looks the route up
+before its body is read, so an unknown caller gets 401 ``unauthenticated`` and a known
+caller of the wrong role 403 ``forbidden`` without the request being parsed. A route that
+is missing from the table is refused to everyone (and the test suite, which walks the
+OpenAPI schema and tries every route with every role, fails).
+
+Credentials are ``Authorization: Bearer <credential>``: API keys (``ck_…``) for onboarding
+apps and merchants, session tokens (``cs_…``) for staff. Both are looked up on every
+request, so a revoked key or ended session stops working at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from custodia.access import (
+    StaffPrincipal,
+    authenticate_key,
+    authenticate_session,
+    looks_like_api_key,
+    touch_session,
+)
+from custodia.access.errors import PasswordChangeRequired
+from custodia.api.runtime import Runtime
+from custodia.core.actors import CLIENT_ROLES, STAFF_ROLES, Actor, Context, Role
+from custodia.core.errors import Forbidden, Unauthenticated
+from custodia.core.logging import get_logger
+
+OPENAPI_PATH = "/schema"
+_security_log = get_logger("custodia.security")
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call one route."""
+
+    roles: frozenset[Role] = frozenset()
+    public: bool = False
+    #: Whether a staff session that must still change its one-time password may call it.
+    during_password_change: bool = False
+
+
+PUBLIC = Access(public=True)
+ALL_ROLES = frozenset(Role)
+#: Roles that review the audit trail: auditors and compliance officers and above.
+AUDIT_READERS = frozenset({Role.AUDITOR, Role.COMPLIANCE_OFFICER, Role.COMPLIANCE_LEAD, Role.ADMIN})
+
+#: Every route of the API by operation id → who may call it. The one place to look.
+ROUTE_ACCESS: dict[str, Access] = {
+    # operations
+    "health": PUBLIC,
+    "ready": PUBLIC,
+    "metrics": PUBLIC,
+    # staff authentication
+    "auth_login": PUBLIC,
+    "auth_logout": Access(STAFF_ROLES, during_password_change=True),
+    "auth_change_password": Access(STAFF_ROLES, during_password_change=True),
+    "auth_me": Access(ALL_ROLES, during_password_change=True),
+    # audit trail
+    "audit_events_list": Access(AUDIT_READERS),
+    "audit_verify": Access(AUDIT_READERS),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    actor: Actor
+    staff: StaffPrincipal | None = None
+
+
+def _is_framework_route(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> bool:
+    """Litestar's own routes (CORS preflight, the OpenAPI pages) carry no operation id."""
+    if getattr(handler, "http_methods", None) == {"OPTIONS"}:
+        return True
+    template = str(connection.scope.get("path_template", ""))
+    return template == OPENAPI_PATH or template.startswith(OPENAPI_PATH + "/")
+
+
+def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
+    """Return the caller behind an ``Authorization`` header; Unauthenticated otherwise."""
+    if not authorization:
+        raise Unauthenticated
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthenticated("Use Authorization: Bearer <API key or session token>.")
+    now = runtime.clock.now()
+    if looks_like_api_key(credential):
+        actor = runtime.db.run(
+            lambda s: authenticate_key(s, credential, environment=runtime.settings.env),
+            read_only=True,
+        )
+        return Principal(actor)
+    staff = runtime.db.run(
+        lambda s: authenticate_session(s, credential, now=now, policy=runtime.access_policy),
+        read_only=True,
+    )
+    if staff.needs_touch:
+        runtime.db.run(lambda s: touch_session(s, staff.session_token_hash, now))
+    return Principal(staff.actor, staff)
+
+
+def _deny(runtime: Runtime, event: str, **fields: Any) -> None:
+    runtime.metrics.security_events.labels(event).inc()
+    _security_log.warning("security_event", security_event=event, **fields)
+
+
+async def authorize(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """App-wide guard: authenticate the caller and check the route's table entry."""
+    operation = getattr(handler, "operation_id", None)
+    runtime: Runtime = connection.app.state.runtime
+    if not isinstance(operation, str):
+        if _is_framework_route(connection, handler):
+            return
+        _deny(runtime, "route_without_access_entry", route=connection.scope.get("path_template"))
+        raise Forbidden("This route is not open to any role.")
+    access = ROUTE_ACCESS.get(operation)
+    if access is None:
+        _deny(runtime, "route_without_access_entry", operation=operation)
+        raise Forbidden("This route is not open to any role.")
+    if access.public:
+        return
+    try:
+        principal = await anyio.to_thread.run_sync(
+            authenticate, runtime, connection.headers.get("authorization")
+        )
+    except Unauthenticated:
+        _deny(runtime, "unauthenticated", operation=operation)
+        raise
+    state = connection.scope["state"]
+    state["principal"] = principal
+    state["actor"] = principal.actor
+    if (
+        principal.staff is not None
+        and principal.staff.password_change_required
+        and not access.during_password_change
+    ):
+        _deny(runtime, "password_change_required", operation=operation, actor=str(principal.actor))
+        raise PasswordChangeRequired
+    if principal.actor.role not in access.roles:
+        _deny(
+            runtime,
+            "permission_denied",
+            operation=operation,
+            actor=str(principal.actor),
+            role=principal.actor.role,
+        )
+        raise Forbidden
+
+
+def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """Return the caller the guard authenticated (Unauthenticated on a public route)."""
+    principal = connection.scope["state"].get("principal")
+    if principal is None:
+        raise Unauthenticated
+    assert isinstance(principal, Principal)  # noqa: S101 - set only by the guard
+    return principal
+
+
+def context_of(
+    connection: ASGIConnection[Any, Any, Any, Any], runtime: Runtime, actor: Actor | None = None
+) -> Context:
+    """Return the command context of this request: actor, the time now, the request id."""
+    return Context(
+        actor=actor or current_principal(connection).actor,
+        now=runtime.clock.now(),
+        request_id=connection.scope["state"].get("request_id"),
+    )
+
+
+__all__ = [
+    "ALL_ROLES",
+    "AUDIT_READERS",
+    "CLIENT_ROLES",
+    "PUBLIC",
+    "ROUTE_ACCESS",
+    "STAFF_ROLES",
+    "Access",
+    "Principal",
+    "authenticate",
+    "authorize",
+    "context_of",
+    "current_principal",
+]

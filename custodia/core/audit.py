@@ -1,0 +1,532 @@
+"""The tamper-evident audit trail (REGULATION.md B2, B4; API.md "Audit trail").
+
+Writing
+    Every state-changing command calls :func:`record` inside its own unit of work, so an
+    event exists exactly when the change it describes committed. Recording takes no lock and
+    needs no key: business transactions never wait for one another because of the trail.
+
+Sealing
+    A trigger queues each new event in ``audit_pending``. The sealer (:func:`seal_pending`,
+    run by the worker about every second) takes committed pending events in id order,
+    gives each the next ``seq`` (1, 2, 3 … without gaps) and
+    ``hash = HMAC-SHA256(audit key, previous hash ‖ canonical bytes)``, where the canonical
+    bytes are the length-prefixed fields of the seq and the event. Chain order is the order
+    of sealing, so an event whose transaction commits late is simply sealed in a later
+    batch; no in-flight transaction can ever slip in front of a sealed one. Only sealers
+    lock the chain head (one row), and the key stays in the service, never in the database.
+
+Append-only
+    Triggers on both backends refuse UPDATE and DELETE of events and seals. Someone who
+    bypasses them (a superuser, a copy of the SQLite file) still cannot rewrite history
+    unnoticed without the audit key, and not even with it once a signed checkpoint exists.
+
+Verifying
+    :func:`verify` recomputes every seal and names the first bad one with its class:
+    ``modified`` (an event or seal changed), ``missing`` (a seq or its event gone),
+    ``reordered`` (an event sits at another's place), ``unsealed`` (an event fell out of the
+    queue), ``truncated`` (fewer seals than a checkpoint recorded), ``head_mismatch`` (the
+    chain at the checkpoint's size ends in another hash) or ``bad_checkpoint``. It also
+    reports how many events are still pending. :func:`make_checkpoint` signs the chain's
+    size and head with Ed25519, to be kept outside the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from custodia.core.actors import Context
+from custodia.core.keys import KeyFile, KeyPurpose
+from custodia.core.logging import redact_value
+from custodia.core.models import AuditChainHead, AuditEvent, AuditPending, AuditSeal
+
+GENESIS = bytes(32)
+CHECKPOINT_FORMAT = 1
+_NONE = (0xFFFFFFFF).to_bytes(4, "big")
+
+
+class AuditAction(StrEnum):
+    """Every action tag the trail knows, as ``source:subject:action`` (warehouse style)."""
+
+    STAFF_CREATED = "access:staff:created"
+    STAFF_LOGIN = "access:staff:login"
+    STAFF_LOGIN_FAILED = "access:staff:login_failed"
+    STAFF_LOCKED = "access:staff:locked"
+    STAFF_LOGOUT = "access:staff:logout"
+    STAFF_PASSWORD_CHANGED = "access:staff:password_changed"  # noqa: S105 - an action tag
+    CLIENT_CREATED = "access:client:created"
+    CLIENT_REVOKED = "access:client:revoked"
+    KEYS_REENCRYPTED = "core:keys:reencrypted"
+    KEYS_REINDEXED = "core:keys:reindexed"
+
+
+def canonical_details(details: Mapping[str, Any] | None) -> str:
+    """Return ``details`` as sorted-key JSON, with any personal data that slipped in masked."""
+    return msgspec.json.encode(redact_value(dict(details or {})), order="sorted").decode()
+
+
+def record(
+    session: Session,
+    ctx: Context,
+    action: AuditAction,
+    *,
+    target: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Record ``action`` by ``ctx.actor`` on ``target`` in the caller's transaction."""
+    session.add(
+        AuditEvent(
+            at=ctx.now,
+            actor_kind=ctx.actor.kind.value,
+            actor_id=ctx.actor.id,
+            action=action.value,
+            target=target,
+            request_id=ctx.request_id,
+            details=canonical_details(details),
+        )
+    )
+
+
+# ------------------------------------------------------------------------------- hashing
+
+
+def _field(value: str | None) -> bytes:
+    if value is None:
+        return _NONE
+    data = value.encode("utf-8")
+    return len(data).to_bytes(4, "big") + data
+
+
+def _instant(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_bytes(  # noqa: PLR0917 - called with a database row spread in, per event
+    seq: int,
+    event_id: int,
+    at: datetime,
+    actor_kind: str,
+    actor_id: str,
+    action: str,
+    target: str | None,
+    request_id: str | None,
+    details: str,
+) -> bytes:
+    """Return the unambiguous bytes a seal covers: seq, event id and every event field."""
+    return b"".join(
+        (
+            seq.to_bytes(8, "big"),
+            event_id.to_bytes(8, "big"),
+            _field(_instant(at)),
+            _field(actor_kind),
+            _field(actor_id),
+            _field(action),
+            _field(target),
+            _field(request_id),
+            _field(details),
+        )
+    )
+
+
+def _mac(key: bytes, previous: bytes, canonical: bytes) -> bytes:
+    return hmac.new(key, previous + canonical, hashlib.sha256).digest()
+
+
+_EVENT_COLUMNS = (
+    AuditEvent.id,
+    AuditEvent.at,
+    AuditEvent.actor_kind,
+    AuditEvent.actor_id,
+    AuditEvent.action,
+    AuditEvent.target,
+    AuditEvent.request_id,
+    AuditEvent.details,
+)
+
+
+# ------------------------------------------------------------------------------- sealing
+
+
+def seal_pending(session: Session, keys: KeyFile, now: datetime, *, limit: int = 2000) -> int:
+    """Seal up to ``limit`` committed pending events in id order; return how many."""
+    head = session.execute(
+        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+    ).scalar_one()
+    rows = session.execute(
+        select(*_EVENT_COLUMNS)
+        .join(AuditPending, AuditPending.event_id == AuditEvent.id)
+        .order_by(AuditEvent.id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0
+    key_id = keys.primary_id(KeyPurpose.AUDIT)
+    key = keys.secret(KeyPurpose.AUDIT, key_id)
+    seq, previous = head.seq, head.hash
+    seals: list[dict[str, Any]] = []
+    for row in rows:
+        seq += 1
+        previous = _mac(key, previous, canonical_bytes(seq, *row))
+        seals.append(
+            {"seq": seq, "event_id": row[0], "key_id": key_id, "hash": previous, "sealed_at": now}
+        )
+    session.execute(insert(AuditSeal), seals)
+    session.execute(
+        delete(AuditPending)
+        .where(AuditPending.event_id.in_([row[0] for row in rows]))
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == 1)
+        .values(seq=seq, hash=previous)
+        .execution_options(synchronize_session=False)
+    )
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingState:
+    """How far sealing lags behind writing."""
+
+    pending: int
+    oldest_pending_age_s: float
+
+
+def pending_state(session: Session, now: datetime) -> PendingState:
+    """Return how many events wait for their seal and the age of the oldest."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(AuditEvent.at)).join(
+            AuditPending, AuditPending.event_id == AuditEvent.id
+        )
+    ).one()
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return PendingState(int(count), max(age, 0.0))
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The chain's size and head at one time, signed with the service's Ed25519 key."""
+
+    format: int = CHECKPOINT_FORMAT
+    size: int
+    head: str  # hex of the hash of seal ``size`` (64 zeros for an empty chain)
+    created_at: datetime
+    key_id: str
+    public_key: str  # base64, for reference; verification uses the service's own ring
+    signature: str = ""
+
+    def signed_bytes(self) -> bytes:
+        """Return what the signature covers (every field but the signature, sorted)."""
+        unsigned = msgspec.structs.replace(self, signature="")
+        return msgspec.json.encode(unsigned, order="sorted")
+
+
+def _signing_key(keys: KeyFile, key_id: str | None = None) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(keys.secret(KeyPurpose.SIGNING, key_id))
+
+
+def make_checkpoint(session: Session, keys: KeyFile, now: datetime) -> Checkpoint:
+    """Return a signed checkpoint of the chain as sealed now."""
+    head = session.execute(select(AuditChainHead).where(AuditChainHead.id == 1)).scalar_one()
+    key_id = keys.primary_id(KeyPurpose.SIGNING)
+    private = _signing_key(keys, key_id)
+    public = private.public_key().public_bytes_raw()
+    unsigned = Checkpoint(
+        size=head.seq,
+        head=head.hash.hex(),
+        created_at=now,
+        key_id=key_id,
+        public_key=base64.b64encode(public).decode(),
+    )
+    signature = private.sign(unsigned.signed_bytes())
+    return msgspec.structs.replace(unsigned, signature=base64.b64encode(signature).decode())
+
+
+def checkpoint_signature_valid(checkpoint: Checkpoint, keys: KeyFile) -> bool:
+    """Return whether ``checkpoint`` was signed by a signing key of this service."""
+    if checkpoint.key_id not in keys.rings[KeyPurpose.SIGNING].keys:
+        return False
+    public = _signing_key(keys, checkpoint.key_id).public_key()
+    try:
+        public.verify(base64.b64decode(checkpoint.signature), checkpoint.signed_bytes())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------- verifying
+
+
+class Failure(StrEnum):
+    """Why verification failed, for the first bad event."""
+
+    MODIFIED = "modified"
+    MISSING = "missing"
+    REORDERED = "reordered"
+    UNSEALED = "unsealed"
+    TRUNCATED = "truncated"
+    HEAD_MISMATCH = "head_mismatch"
+    BAD_CHECKPOINT = "bad_checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of recomputing the chain (API.md ``GET /v1/audit/verify``)."""
+
+    ok: bool
+    events_checked: int
+    first_bad_seq: int | None
+    failure: Failure | None
+    head: str
+    sealed: int
+    pending: int
+    detail: str = ""
+    checkpoint_size: int | None = None
+
+
+@dataclass
+class _Walk:
+    checked: int = 0
+    last_seq: int = 0
+    last_hash: bytes = GENESIS
+    failure: Failure | None = None
+    bad_seq: int | None = None
+    detail: str = ""
+    hashes_at: dict[int, bytes] = field(default_factory=dict)
+
+
+_SealRow = tuple[Any, ...]
+
+
+def _seal_rows(session: Session, batch: int) -> Iterator[_SealRow]:
+    query = (
+        select(AuditSeal.seq, AuditSeal.key_id, AuditSeal.hash, *_EVENT_COLUMNS)
+        .select_from(AuditSeal)
+        .outerjoin(AuditEvent, AuditEvent.id == AuditSeal.event_id)
+        .order_by(AuditSeal.seq)
+        .execution_options(yield_per=batch)
+    )
+    yield from session.execute(query)
+
+
+def _find_misplaced(
+    session: Session,
+    *,
+    keys: Mapping[str, bytes],
+    seq: int,
+    key_id: str,
+    own_event_id: int,
+    previous: bytes,
+    stored: bytes,
+) -> int | None:
+    """Return the seq of the later seal whose event belongs at ``seq``, if any."""
+    key = keys.get(key_id)
+    if key is None:
+        return None
+    for row in _seal_rows(session, 5000):
+        other_seq, event = row[0], row[3:]
+        if other_seq <= seq or event[0] is None:
+            continue
+        # The event may have moved with its id (seal pointers swapped) or without it
+        # (contents swapped between rows): try it both ways.
+        for event_id in {event[0], own_event_id}:
+            canonical = canonical_bytes(seq, event_id, *event[1:])
+            if hmac.compare_digest(_mac(key, previous, canonical), stored):
+                return int(other_seq)
+    return None
+
+
+def _walk(session: Session, keys: Mapping[str, bytes], wanted: Iterable[int]) -> _Walk:
+    walk = _Walk()
+    wanted_set = set(wanted)
+    for row in _seal_rows(session, 10_000):
+        seq, key_id, stored, event = row[0], row[1], row[2], row[3:]
+        expected_seq = walk.last_seq + 1
+        if seq != expected_seq:
+            walk.failure, walk.bad_seq = Failure.MISSING, expected_seq
+            walk.detail = f"seal {expected_seq} is missing (the chain jumps to {seq})"
+            return walk
+        if event[0] is None:
+            walk.failure, walk.bad_seq = Failure.MISSING, seq
+            walk.detail = f"the event sealed at {seq} is gone"
+            return walk
+        key = keys.get(key_id)
+        if key is None or not hmac.compare_digest(
+            _mac(key, walk.last_hash, canonical_bytes(seq, *event)), stored
+        ):
+            later = _find_misplaced(
+                session,
+                keys=keys,
+                seq=seq,
+                key_id=key_id,
+                own_event_id=event[0],
+                previous=walk.last_hash,
+                stored=stored,
+            )
+            walk.bad_seq = seq
+            if later is not None:
+                walk.failure = Failure.REORDERED
+                walk.detail = f"the event sealed at {seq} is now at {later}"
+            else:
+                walk.failure = Failure.MODIFIED
+                walk.detail = (
+                    f"seal {seq} is under unknown audit key {key_id!r}"
+                    if key is None
+                    else f"the event or seal at {seq} was changed"
+                )
+            return walk
+        walk.checked += 1
+        walk.last_seq, walk.last_hash = seq, stored
+        if seq in wanted_set:
+            walk.hashes_at[seq] = stored
+    return walk
+
+
+def verify(
+    session: Session, keys: KeyFile, *, checkpoint: Checkpoint | None = None
+) -> VerifyReport:
+    """Recompute every seal (and compare with ``checkpoint``); see the module docstring."""
+    audit_keys = {
+        kid: keys.secret(KeyPurpose.AUDIT, kid) for kid in keys.rings[KeyPurpose.AUDIT].keys
+    }
+    pending = session.execute(select(func.count()).select_from(AuditPending)).scalar_one()
+
+    def report(walk: _Walk, failure: Failure | None, bad: int | None, detail: str) -> VerifyReport:
+        return VerifyReport(
+            ok=failure is None,
+            events_checked=walk.checked,
+            first_bad_seq=bad,
+            failure=failure,
+            head=walk.last_hash.hex(),
+            sealed=walk.last_seq,
+            pending=int(pending),
+            detail=detail,
+            checkpoint_size=checkpoint.size if checkpoint else None,
+        )
+
+    if checkpoint is not None and not checkpoint_signature_valid(checkpoint, keys):
+        return report(
+            _Walk(), Failure.BAD_CHECKPOINT, None, "the checkpoint's signature is invalid"
+        )
+    walk = _walk(session, audit_keys, [checkpoint.size] if checkpoint else [])
+    if walk.failure is not None:
+        return report(walk, walk.failure, walk.bad_seq, walk.detail)
+    unsealed: int | None = session.execute(
+        select(func.min(AuditEvent.id)).where(
+            ~select(AuditSeal.event_id).where(AuditSeal.event_id == AuditEvent.id).exists(),
+            ~select(AuditPending.event_id).where(AuditPending.event_id == AuditEvent.id).exists(),
+        )
+    ).scalar_one()
+    if unsealed is not None:
+        return report(
+            walk,
+            Failure.UNSEALED,
+            None,
+            f"event {unsealed} is neither sealed nor waiting to be sealed",
+        )
+    if checkpoint is not None:
+        if walk.last_seq < checkpoint.size:
+            return report(
+                walk,
+                Failure.TRUNCATED,
+                walk.last_seq + 1,
+                f"the checkpoint recorded {checkpoint.size} seals; only {walk.last_seq} remain",
+            )
+        at_size = walk.hashes_at.get(checkpoint.size, GENESIS if checkpoint.size == 0 else b"")
+        if at_size.hex() != checkpoint.head:
+            return report(
+                walk,
+                Failure.HEAD_MISMATCH,
+                checkpoint.size,
+                f"the chain at {checkpoint.size} does not end in the checkpoint's head",
+            )
+    return report(walk, None, None, "")
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """An event as the audit API shows it (``seq`` is None until sealed)."""
+
+    id: int
+    seq: int | None
+    at: datetime
+    actor_kind: str
+    actor_id: str
+    action: str
+    target: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """The filters of ``GET /v1/audit/events``."""
+
+    actor: str | None = None
+    target: str | None = None
+    action: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def list_events(
+    session: Session,
+    filters: EventFilter,
+    *,
+    before_id: int | None,
+    after_id: int | None,
+    limit: int,
+    newest_first: bool,
+) -> Sequence[EventView]:
+    """Return up to ``limit`` events matching ``filters`` after the cursor position."""
+    query = select(AuditSeal.seq, *_EVENT_COLUMNS).outerjoin(
+        AuditSeal, AuditSeal.event_id == AuditEvent.id
+    )
+    if filters.actor is not None:
+        query = query.where(AuditEvent.actor_id == filters.actor)
+    if filters.target is not None:
+        query = query.where(AuditEvent.target == filters.target)
+    if filters.action is not None:
+        query = query.where(AuditEvent.action == filters.action)
+    if filters.start is not None:
+        query = query.where(AuditEvent.at >= filters.start)
+    if filters.end is not None:
+        query = query.where(AuditEvent.at < filters.end)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
+    if after_id is not None:
+        query = query.where(AuditEvent.id > after_id)
+    order = AuditEvent.id.desc() if newest_first else AuditEvent.id.asc()
+    rows = session.execute(query.order_by(order).limit(limit)).all()
+    return [
+        EventView(
+            id=row.id,
+            seq=row.seq,
+            at=row.at,
+            actor_kind=row.actor_kind,
+            actor_id=row.actor_id,
+            action=row.action,
+            target=row.target,
+            request_id=row.request_id,
+            details=msgspec.json.decode(row.details),
+        )
+        for row in rows
+    ]
