@@ -36,10 +36,10 @@ from sqlalchemy.engine import make_url
 from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
 from custodia.core import migrate
+from custodia.core.audit import GENESIS
 from custodia.core.clock import ManualClock
 from custodia.core.db import Database, RetryPolicy, create_db_engine
 from custodia.core.keys import KeyFile, generate_key_file
-from custodia.core.audit import GENESIS
 from custodia.core.logging import clear_context
 from custodia.core.models import AuditChainHead
 from custodia.core.settings import Environment, Settings, load_settings
