@@ -48,7 +48,6 @@ R = TypeVar("R")
 _log = get_logger("custodia.security")
 
 EXIT_CONFIG = 2
-EXIT_REFUSED = 1
 
 
 def _fail(message: str) -> NoReturn:
@@ -64,8 +63,7 @@ def _config_errors_exit_2(command: Callable[P, R]) -> Callable[P, R]:
         except ConfigError as exc:
             _fail(str(exc))
         except DomainError as exc:
-            click.echo(f"custodia: refused: {exc.detail} ({exc.code})", err=True)
-            sys.exit(EXIT_REFUSED)
+            _fail(f"{exc.detail} ({exc.code})")
         except OperationalError as exc:
             first_line = str(exc.orig or exc).strip().splitlines()[0]
             _fail(f"cannot use the database: {first_line}")
@@ -73,9 +71,17 @@ def _config_errors_exit_2(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _settings() -> Settings:
+def _settings(*, service: bool = False) -> Settings:
+    """Load the settings and route logs to stderr.
+
+    One-shot commands log warnings and errors only, so that stderr holds just the one line
+    of a failure; ``serve`` and ``worker`` (``service``) log at the configured level.
+    """
     settings = load_settings()
-    configure_logging(settings, stream=sys.stderr)
+    shown = settings
+    if not service and settings.log_level.upper() in {"DEBUG", "INFO"}:
+        shown = msgspec.structs.replace(settings, log_level="WARNING")
+    configure_logging(shown, stream=sys.stderr)
     return settings
 
 
@@ -131,7 +137,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the API and the console (in development, with the workers in-process)."""
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
-    settings = _settings()
+    settings = _settings(service=True)
     load_keys(settings)
     Database.from_settings(settings).dispose()  # validates the URL before forking workers
     uvicorn.run(
@@ -153,7 +159,7 @@ def worker() -> None:
     """Run the background consumers and scheduled jobs until SIGINT or SIGTERM."""
     from custodia.api.runtime import Runtime  # noqa: PLC0415
 
-    settings = _settings()
+    settings = _settings(service=True)
     runtime = Runtime.build(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -265,10 +271,19 @@ def keys_rotate(purposes: tuple[str, ...]) -> None:
     for purpose in purposes:
         key_file = rotate(key_file, KeyPurpose(purpose))
     replace_key_file(path, key_file)
-    for purpose in purposes:
-        new_id = key_file.primary_id(KeyPurpose(purpose))
+    rotated = {purpose: key_file.primary_id(KeyPurpose(purpose)) for purpose in purposes}
+    for purpose, new_id in rotated.items():
         _log.info("key_rotated", purpose=purpose, key_id=new_id)
         click.echo(f"{purpose}: new primary key {new_id} in {path}")
+    from custodia.core import audit  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        ctx = _cli_context(runtime)
+        runtime.db.run(
+            lambda s: audit.record(
+                s, ctx, audit.AuditAction.KEYS_ROTATED, details={"new_primary": rotated}
+            )
+        )
 
 
 def _walk_tables(

@@ -18,12 +18,15 @@ from custodia.core.db import Database
 from custodia.core.idempotency import IdempotencyStore
 from custodia.core.ids import IdGenerator
 from custodia.core.keys import KeyFile, load_keys
+from custodia.core.logging import get_logger
 from custodia.core.metrics import Metrics, OutboxBacklog
 from custodia.core.outbox import ConsumerRegistry, OutboxProcessor, backlog, purge_delivered
 from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.core.settings import Settings
 from custodia.core.vault import BlindIndexer, PiiSchema, Vault
 from custodia.core.worker import PeriodicJob, Worker
+
+_log = get_logger("custodia.security")
 
 
 def pii_schema() -> PiiSchema:
@@ -71,6 +74,11 @@ class Runtime:
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
         """Open the database and load the keys of ``settings`` (ConfigError if unusable)."""
         keys = load_keys(settings)
+        _log.info(
+            "keys_loaded",
+            primary={purpose.value: ring.primary for purpose, ring in keys.rings.items()},
+            ring_sizes={purpose.value: len(ring.keys) for purpose, ring in keys.rings.items()},
+        )
         db = Database.from_settings(settings)
         return cls(settings=settings, db=db, keys=keys, clock=clock or SystemClock())
 

@@ -35,9 +35,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -54,7 +55,6 @@ from custodia.core.models import AuditChainHead, AuditEvent, AuditPending, Audit
 
 GENESIS = bytes(32)
 CHECKPOINT_FORMAT = 1
-_NONE = (0xFFFFFFFF).to_bytes(4, "big")
 
 
 class AuditAction(StrEnum):
@@ -68,6 +68,7 @@ class AuditAction(StrEnum):
     STAFF_PASSWORD_CHANGED = "access:staff:password_changed"  # noqa: S105 - an action tag
     CLIENT_CREATED = "access:client:created"
     CLIENT_REVOKED = "access:client:revoked"
+    KEYS_ROTATED = "core:keys:rotated"
     KEYS_REENCRYPTED = "core:keys:reencrypted"
     KEYS_REINDEXED = "core:keys:reindexed"
 
@@ -102,21 +103,31 @@ def record(
 # ------------------------------------------------------------------------------- hashing
 
 
-def _field(value: str | None) -> bytes:
-    if value is None:
-        return _NONE
-    data = value.encode("utf-8")
-    return len(data).to_bytes(4, "big") + data
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = _EPOCH.replace(tzinfo=None)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def _instant(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _micros(at: datetime | str) -> int:
+    """Return microseconds since the epoch, whichever form the driver returned the instant in.
+
+    PostgreSQL gives an aware datetime, SQLite (read raw) the stored UTC text; integer
+    arithmetic keeps every microsecond exact.
+    """
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    if at.tzinfo is None:
+        return (at - _EPOCH_NAIVE) // _MICROSECOND
+    return (at - _EPOCH) // _MICROSECOND
+
+
+_CANONICAL = msgspec.json.Encoder()
 
 
 def canonical_bytes(  # noqa: PLR0917 - called with a database row spread in, per event
     seq: int,
     event_id: int,
-    at: datetime,
+    at: datetime | str,
     actor_kind: str,
     actor_id: str,
     action: str,
@@ -124,19 +135,13 @@ def canonical_bytes(  # noqa: PLR0917 - called with a database row spread in, pe
     request_id: str | None,
     details: str,
 ) -> bytes:
-    """Return the unambiguous bytes a seal covers: seq, event id and every event field."""
-    return b"".join(
-        (
-            seq.to_bytes(8, "big"),
-            event_id.to_bytes(8, "big"),
-            _field(_instant(at)),
-            _field(actor_kind),
-            _field(actor_id),
-            _field(action),
-            _field(target),
-            _field(request_id),
-            _field(details),
-        )
+    """Return the unambiguous bytes a seal covers: seq, event id and every event field.
+
+    A JSON array in a fixed order (the instant as integer microseconds since the epoch):
+    JSON's quoting keeps field boundaries unambiguous, and ``null`` differs from ``""``.
+    """
+    return _CANONICAL.encode(
+        (seq, event_id, _micros(at), actor_kind, actor_id, action, target, request_id, details)
     )
 
 
@@ -313,15 +318,37 @@ class _Walk:
 _SealRow = tuple[Any, ...]
 
 
-def _seal_rows(session: Session, batch: int) -> Iterator[_SealRow]:
-    query = (
-        select(AuditSeal.seq, AuditSeal.key_id, AuditSeal.hash, *_EVENT_COLUMNS)
-        .select_from(AuditSeal)
-        .outerjoin(AuditEvent, AuditEvent.id == AuditSeal.event_id)
-        .order_by(AuditSeal.seq)
-        .execution_options(yield_per=batch)
-    )
-    yield from session.execute(query)
+_SEAL_ROWS_SQL = (
+    "SELECT s.seq, s.key_id, s.hash, e.id, e.at, e.actor_kind, e.actor_id, e.action, "
+    "e.target, e.request_id, e.details "
+    "FROM audit_seals s LEFT OUTER JOIN audit_events e ON e.id = s.event_id "
+    "WHERE s.seq > {after} ORDER BY s.seq LIMIT {limit}"
+)
+
+
+def _seal_rows(session: Session, batch: int) -> Generator[_SealRow]:
+    """Yield every seal with its event in seq order, straight from the driver.
+
+    Verification reads the whole trail, so it skips SQLAlchemy's per-row processing and
+    pages by seq (keyset) with plain client-side cursors: ``batch`` rows in memory at a
+    time. On SQLite the instant arrives as the stored UTC text, which :func:`_micros` reads.
+    """
+    raw: Any = session.connection().connection.driver_connection
+    postgres = session.get_bind().dialect.name == "postgresql"
+    cursor = raw.cursor(binary=True) if postgres else raw.cursor()
+    placeholder = "%s" if postgres else "?"
+    sql = _SEAL_ROWS_SQL.format(after=placeholder, limit=int(batch))
+    after = 0
+    try:
+        while True:
+            cursor.execute(sql, (after,))
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+    finally:
+        cursor.close()
 
 
 def _find_misplaced(
@@ -338,44 +365,58 @@ def _find_misplaced(
     key = keys.get(key_id)
     if key is None:
         return None
-    for row in _seal_rows(session, 5000):
-        other_seq, event = row[0], row[3:]
-        if other_seq <= seq or event[0] is None:
-            continue
-        # The event may have moved with its id (seal pointers swapped) or without it
-        # (contents swapped between rows): try it both ways.
-        for event_id in {event[0], own_event_id}:
-            canonical = canonical_bytes(seq, event_id, *event[1:])
-            if hmac.compare_digest(_mac(key, previous, canonical), stored):
-                return int(other_seq)
+    with closing(_seal_rows(session, 5000)) as rows:
+        for row in rows:
+            other_seq, event = row[0], row[3:]
+            if other_seq <= seq or event[0] is None:
+                continue
+            # The event may have moved with its id (seal pointers swapped) or without it
+            # (contents swapped between rows): try it both ways.
+            for event_id in {event[0], own_event_id}:
+                canonical = canonical_bytes(seq, event_id, *event[1:])
+                if hmac.compare_digest(_mac(key, previous, canonical), stored):
+                    return int(other_seq)
     return None
 
 
 def _walk(session: Session, keys: Mapping[str, bytes], wanted: Iterable[int]) -> _Walk:
+    with closing(_seal_rows(session, 10_000)) as rows:
+        return _walk_rows(session, keys, rows, set(wanted))
+
+
+def _walk_rows(
+    session: Session, keys: Mapping[str, bytes], rows: Iterator[_SealRow], wanted_set: set[int]
+) -> _Walk:
     walk = _Walk()
-    wanted_set = set(wanted)
-    for row in _seal_rows(session, 10_000):
-        seq, key_id, stored, event = row[0], row[1], row[2], row[3:]
-        expected_seq = walk.last_seq + 1
-        if seq != expected_seq:
-            walk.failure, walk.bad_seq = Failure.MISSING, expected_seq
-            walk.detail = f"seal {expected_seq} is missing (the chain jumps to {seq})"
-            return walk
+    # HMAC objects keyed once and copied per event: the key schedule is not redone each time.
+    keyed = {kid: hmac.new(key, digestmod=hashlib.sha256) for kid, key in keys.items()}
+    last_seq, last_hash, checked = 0, GENESIS, 0
+    for row in rows:
+        seq, key_id, stored, event = row[0], row[1], bytes(row[2]), row[3:]
+        if seq != last_seq + 1:
+            walk.failure, walk.bad_seq = Failure.MISSING, last_seq + 1
+            walk.detail = f"seal {last_seq + 1} is missing (the chain jumps to {seq})"
+            break
         if event[0] is None:
             walk.failure, walk.bad_seq = Failure.MISSING, seq
             walk.detail = f"the event sealed at {seq} is gone"
-            return walk
-        key = keys.get(key_id)
-        if key is None or not hmac.compare_digest(
-            _mac(key, walk.last_hash, canonical_bytes(seq, *event)), stored
-        ):
+            break
+        base = keyed.get(key_id)
+        if base is None:
+            walk.failure, walk.bad_seq = Failure.MODIFIED, seq
+            walk.detail = f"seal {seq} is under unknown audit key {key_id!r}"
+            break
+        mac = base.copy()
+        mac.update(last_hash)
+        mac.update(canonical_bytes(seq, *event))
+        if not hmac.compare_digest(mac.digest(), stored):
             later = _find_misplaced(
                 session,
                 keys=keys,
                 seq=seq,
                 key_id=key_id,
                 own_event_id=event[0],
-                previous=walk.last_hash,
+                previous=last_hash,
                 stored=stored,
             )
             walk.bad_seq = seq
@@ -384,16 +425,13 @@ def _walk(session: Session, keys: Mapping[str, bytes], wanted: Iterable[int]) ->
                 walk.detail = f"the event sealed at {seq} is now at {later}"
             else:
                 walk.failure = Failure.MODIFIED
-                walk.detail = (
-                    f"seal {seq} is under unknown audit key {key_id!r}"
-                    if key is None
-                    else f"the event or seal at {seq} was changed"
-                )
-            return walk
-        walk.checked += 1
-        walk.last_seq, walk.last_hash = seq, stored
+                walk.detail = f"the event or seal at {seq} was changed"
+            break
+        checked += 1
+        last_seq, last_hash = seq, stored
         if seq in wanted_set:
             walk.hashes_at[seq] = stored
+    walk.checked, walk.last_seq, walk.last_hash = checked, last_seq, last_hash
     return walk
 
 

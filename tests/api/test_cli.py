@@ -111,3 +111,110 @@ def test_outbox_status_and_retry(tmp_path: Path) -> None:
     listed = run("outbox", "list", "--status", "pending", env=env)
     assert (listed.returncode, listed.stdout) == (0, "")
     _one_clear_line(run("outbox", "retry", env=env), "EVENT_ID or pass --all-dead")
+
+
+# ------------------------------------------------------------------------------ security
+
+
+@pytest.fixture
+def ready_env(tmp_path: Path) -> dict[str, str]:
+    """A migrated SQLite database with development keys (fast scrypt for the test)."""
+    env = {"CUSTODIA_VAR_DIR": str(tmp_path), "CUSTODIA_SCRYPT_LOG2_N": "4"}
+    assert run("keys", "init", env=env).returncode == 0
+    assert run("db", "upgrade", env=env).returncode == 0
+    return env
+
+
+def _json_line(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    parsed: dict[str, object] = json.loads(lines[0])
+    return parsed
+
+
+def test_clients_create_list_and_revoke(ready_env: dict[str, str]) -> None:
+    created = _json_line(
+        run(
+            "clients",
+            "create",
+            "--kind",
+            "onboarding_app",
+            "--name",
+            "App",
+            "--json",
+            env=ready_env,
+        )
+    )
+    assert set(created) == {"id", "key"}
+    assert str(created["key"]).startswith("ck_dev_")
+    listed = run("clients", "list", env=ready_env)
+    assert created["id"] in listed.stdout
+    assert str(created["key"]) not in listed.stdout
+    assert run("clients", "revoke", str(created["id"]), env=ready_env).returncode == 0
+    assert '"revoked_at":null' not in run("clients", "list", env=ready_env).stdout
+
+
+def test_a_refused_command_is_one_line_and_exit_2(ready_env: dict[str, str]) -> None:
+    result = run("clients", "create", "--kind", "merchant", "--name", "Shop", env=ready_env)
+    _one_clear_line(result, "invalid_client")
+
+
+def test_staff_create_prints_password_and_otpauth_uri_once(ready_env: dict[str, str]) -> None:
+    created = _json_line(
+        run("staff", "create", "--username", "Alice", "--role", "auditor", "--json", env=ready_env)
+    )
+    assert {"username", "password", "otpauth_uri"} <= set(created)
+    assert created["username"] == "alice"
+    assert str(created["otpauth_uri"]).startswith("otpauth://totp/Custodia:alice?secret=")
+    again = run("staff", "create", "--username", "alice", "--role", "admin", env=ready_env)
+    _one_clear_line(again, "staff_exists")
+
+
+def test_keys_rotate_then_reencrypt_moves_every_field_to_the_new_key(
+    ready_env: dict[str, str], tmp_path: Path
+) -> None:
+    for name in ("bob", "carol"):
+        assert (
+            run("staff", "create", "--username", name, "--role", "admin", env=ready_env).returncode
+            == 0
+        )
+    rotated = run("keys", "rotate", env=ready_env)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "pii: new primary key 2" in rotated.stdout
+    assert oct((tmp_path / "keys.json").stat().st_mode & 0o777) == "0o600"
+    summary = _json_line(run("keys", "reencrypt", "--json", env=ready_env))
+    assert summary == {"staff.totp_secret": {"scanned": 2, "changed": 2}}
+    again = _json_line(run("keys", "reencrypt", "--json", env=ready_env))
+    assert again == {"staff.totp_secret": {"scanned": 2, "changed": 0}}  # resumable, idempotent
+    import sqlite3  # noqa: PLC0415
+
+    from custodia.core.vault import key_id_of  # noqa: PLC0415
+
+    with sqlite3.connect(tmp_path / "custodia.db") as conn:
+        blobs = [row[0] for row in conn.execute("SELECT totp_secret FROM staff")]
+    assert [key_id_of(b) for b in blobs] == ["2", "2"]
+
+
+def test_audit_checkpoint_and_verify(ready_env: dict[str, str], tmp_path: Path) -> None:
+    assert (
+        run("staff", "create", "--username", "dave", "--role", "admin", env=ready_env).returncode
+        == 0
+    )
+    checkpoint = tmp_path / "checkpoint.json"
+    made = run("audit", "checkpoint", "--out", str(checkpoint), env=ready_env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(checkpoint.read_text())["size"] == 1
+    verified = _json_line(run("audit", "verify", "--checkpoint", str(checkpoint), env=ready_env))
+    assert verified["ok"] is True
+    assert verified["events_checked"] == 1
+
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(tmp_path / "custodia.db") as conn:
+        conn.execute("DROP TRIGGER audit_events_no_update")
+        conn.execute("UPDATE audit_events SET actor_id = 'mallory'")
+    failed = run("audit", "verify", "--checkpoint", str(checkpoint), env=ready_env)
+    assert failed.returncode == 1
+    report = json.loads(failed.stdout)
+    assert (report["ok"], report["failure"], report["first_bad_seq"]) == (False, "modified", 1)
