@@ -7,7 +7,7 @@
    reading. Goal (issue 3): 1,000,000 events verified in under 10 s.
 2. Write cost (PostgreSQL, pgbench, 32 clients, synchronous commit on): a transfer-shaped
    transaction (two balance updates and a journal insert) without an audit event (the
-   anchor), with our audit insert (event + the trigger's queue row, no lock), and with the
+   anchor), with our audit insert (one inbox row, no lock, no key), and with the
    design we did not choose — a per-stream hash chain that locks one of 16 stream heads in
    the business transaction. Rounds are interleaved; medians are reported.
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from custodia.core import audit, migrate
 from custodia.core.db import Database, create_db_engine
 from custodia.core.keys import generate_key_file
-from custodia.core.models import AuditEvent, AuditSeal
+from custodia.core.models import AuditEvent, AuditInbox
 from custodia.core.settings import Environment, load_settings
 
 RESULTS = ROOT / "bench" / "results"
@@ -72,7 +72,7 @@ def _rows(count: int) -> list[tuple[object, ...]]:
 def _load_postgres(url: str, count: int) -> None:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy(
-            "COPY audit_events (at, actor_kind, actor_id, action, target, request_id, details) "
+            "COPY audit_inbox (at, actor_kind, actor_id, action, target, request_id, details) "
             "FROM STDIN"
         ) as copy:
             for row in _rows(count):
@@ -96,11 +96,11 @@ def _load_sqlite(db: Database, count: int) -> None:
             }
             for r in rows[start : start + batch]
         ]
-        db.run(lambda s, c=chunk: s.execute(AuditEvent.__table__.insert(), c))
+        db.run(lambda s, c=chunk: s.execute(AuditInbox.__table__.insert(), c))
 
 
 def _stream_only(db: Database) -> int:
-    """The anchor: read every seal with its event through verify's query, hash nothing."""
+    """The anchor: read every sealed event through verify's reader, hash nothing."""
 
     def work(session: object) -> int:
         count = 0
@@ -158,7 +158,7 @@ INSERT INTO bench_journal (debit, credit, amount) VALUES (:a, :b, 1);
 {extra}END;
 """
 AUDIT_INSERT = (
-    "INSERT INTO audit_events (at, actor_kind, actor_id, action, target, request_id, details) "
+    "INSERT INTO audit_inbox (at, actor_kind, actor_id, action, target, request_id, details) "
     "VALUES (now(), 'client', 'cli_01m80pjbg0pw3spwzyxzkt0001', concat_ws(chr(58), 'accounts', 'transfer', 'posted'), "
     "'txn_01m80pjbg0pw3spwz' || CAST(:a AS text), 'req_01m80pjbg0pw3spwzyx' || CAST(:b AS text), "
     "jsonb_build_object('amount', 1, 'currency', 'CNY')::text);\n"
@@ -242,7 +242,7 @@ def main() -> None:
         bench_verify("PostgreSQL 15", db, args.events, args.rounds, lines)
         count = db.run(
             lambda s: s.execute(
-                select(AuditSeal.seq).order_by(AuditSeal.seq.desc()).limit(1)
+                select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).limit(1)
             ).scalar()
         )
         assert count == args.events

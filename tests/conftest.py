@@ -43,7 +43,7 @@ from custodia.core.keys import KeyFile, generate_key_file
 from custodia.core.logging import clear_context
 from custodia.core.models import AuditChainHead
 from custodia.core.settings import Environment, Settings, load_settings
-from custodia.migrations.ddl import APPEND_ONLY_TABLES, append_only, drop_append_only
+from custodia.migrations.ddl import drop_guard_triggers, guard_triggers
 
 AUTO_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 START = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
@@ -289,18 +289,16 @@ def triggers_bypassed(conn: Connection) -> Iterator[None]:
     if dialect == "postgresql":
         conn.execute(text("SET LOCAL session_replication_role = replica"))
     else:
-        for table in APPEND_ONLY_TABLES:
-            for statement in drop_append_only(table, dialect):
-                conn.execute(text(statement))
+        for statement in drop_guard_triggers(dialect):
+            conn.execute(text(statement))
     try:
         yield
     finally:
         if dialect == "postgresql":
             conn.execute(text("SET LOCAL session_replication_role = origin"))
         else:
-            for table in APPEND_ONLY_TABLES:
-                for statement in append_only(table, dialect):
-                    conn.execute(text(statement))
+            for statement in guard_triggers(dialect):
+                conn.execute(text(statement))
 
 
 def _truncate_all(engine: Engine) -> None:

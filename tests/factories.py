@@ -136,3 +136,21 @@ def make_client(
 def bearer(key_or_token: str) -> dict[str, str]:
     """The Authorization header for a key or token."""
     return {"Authorization": f"Bearer {key_or_token}"}
+
+
+def audit_actions(runtime: Runtime, target: str) -> list[str]:
+    """Return the audit actions recorded on ``target``, oldest first (sealed or not)."""
+    from custodia.core import audit  # noqa: PLC0415
+
+    events = runtime.db.run(
+        lambda s: audit.list_events(
+            s,
+            audit.EventFilter(target=target),
+            before_id=None,
+            after_id=None,
+            limit=1000,
+            newest_first=False,
+        ),
+        read_only=True,
+    )
+    return [event.action for event in events]

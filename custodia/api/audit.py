@@ -36,6 +36,7 @@ class AuditEventOut(msgspec.Struct, kw_only=True):
     actor: ActorOut
     action: str
     target: str | None
+    customer_id: str | None
     request_id: str | None
     details: dict[str, Any]
 
@@ -98,6 +99,7 @@ class AuditController(Controller):
         runtime: NamedDependency[Runtime],
         actor: Annotated[str | None, QueryParameter(max_length=100)] = None,
         target: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        customer_id: Annotated[str | None, QueryParameter(max_length=40)] = None,
         action: Annotated[str | None, QueryParameter(max_length=100)] = None,
         start: Annotated[datetime | None, QueryParameter(name="from")] = None,
         end: Annotated[datetime | None, QueryParameter(name="to")] = None,
@@ -109,6 +111,7 @@ class AuditController(Controller):
         filters = audit.EventFilter(
             actor=actor,
             target=target,
+            customer_id=customer_id,
             action=action,
             start=_aware(start, "from"),
             end=_aware(end, "to"),
@@ -142,6 +145,7 @@ class AuditController(Controller):
                     actor=ActorOut(kind=e.actor_kind, id=e.actor_id),
                     action=e.action,
                     target=e.target,
+                    customer_id=e.customer_id,
                     request_id=e.request_id,
                     details=e.details,
                 )

@@ -2,32 +2,34 @@
 
 Writing
     Every state-changing command calls :func:`record` inside its own unit of work, so an
-    event exists exactly when the change it describes committed. Recording takes no lock and
-    needs no key: business transactions never wait for one another because of the trail.
+    event exists exactly when the change it describes committed. Recording is one insert
+    into ``audit_inbox``: it takes no lock and needs no key, so business transactions never
+    wait for one another because of the trail.
 
 Sealing
-    A trigger queues each new event in ``audit_pending``. The sealer (:func:`seal_pending`,
-    run by the worker about every second) takes committed pending events in id order,
-    gives each the next ``seq`` (1, 2, 3 … without gaps) and
-    ``hash = HMAC-SHA256(audit key, previous hash ‖ canonical bytes)``, where the canonical
-    bytes are the length-prefixed fields of the seq and the event. Chain order is the order
-    of sealing, so an event whose transaction commits late is simply sealed in a later
-    batch; no in-flight transaction can ever slip in front of a sealed one. Only sealers
-    lock the chain head (one row), and the key stays in the service, never in the database.
+    The sealer (:func:`seal_pending`, run by the worker about every second) takes committed
+    inbox events in id order, gives each the next ``seq`` (1, 2, 3 … without gaps) and
+    ``hash = HMAC-SHA256(audit key, previous hash ‖ canonical bytes)``, writes the sealed
+    event to ``audit_events`` and removes it from the inbox, in one transaction. Chain order
+    is the order of sealing, so an event whose transaction commits late is simply sealed in
+    a later batch: no in-flight transaction can ever slip in front of a sealed event. Only
+    sealers lock the chain head (one row), and the key stays in the service.
 
 Append-only
-    Triggers on both backends refuse UPDATE and DELETE of events and seals. Someone who
-    bypasses them (a superuser, a copy of the SQLite file) still cannot rewrite history
-    unnoticed without the audit key, and not even with it once a signed checkpoint exists.
+    Triggers refuse UPDATE and DELETE of sealed events, UPDATE of inbox rows, and DELETE of
+    an inbox row whose sealed copy does not exist. Someone who bypasses them (a superuser, a
+    copy of the SQLite file) still cannot rewrite sealed history unnoticed without the audit
+    key, and not even with it once a signed checkpoint exists. Inbox events are exposed to
+    such a person for the second before they are sealed.
 
 Verifying
-    :func:`verify` recomputes every seal and names the first bad one with its class:
-    ``modified`` (an event or seal changed), ``missing`` (a seq or its event gone),
-    ``reordered`` (an event sits at another's place), ``unsealed`` (an event fell out of the
-    queue), ``truncated`` (fewer seals than a checkpoint recorded), ``head_mismatch`` (the
-    chain at the checkpoint's size ends in another hash) or ``bad_checkpoint``. It also
-    reports how many events are still pending. :func:`make_checkpoint` signs the chain's
-    size and head with Ed25519, to be kept outside the database.
+    :func:`verify` recomputes every seal from the previous *stored* hash and names the
+    first bad event with its class: ``modified`` (an event changed, or a hash), ``missing``
+    (a seq gone), ``reordered`` (an event sits at another's place), ``truncated`` (fewer
+    events than a checkpoint recorded), ``head_mismatch`` (the chain at the checkpoint's
+    size ends in another hash) or ``bad_checkpoint``. It also reports how many events are
+    still waiting in the inbox. :func:`make_checkpoint` signs the chain's size and head with
+    Ed25519, to be kept outside the database.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,13 +48,13 @@ from typing import Any
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import BigInteger, delete, func, insert, null, select, union_all, update
 from sqlalchemy.orm import Session
 
 from custodia.core.actors import Context
 from custodia.core.keys import KeyFile, KeyPurpose
 from custodia.core.logging import redact_value
-from custodia.core.models import AuditChainHead, AuditEvent, AuditPending, AuditSeal
+from custodia.core.models import AuditChainHead, AuditEvent, AuditInbox
 
 GENESIS = bytes(32)
 CHECKPOINT_FORMAT = 1
@@ -84,16 +87,21 @@ def record(
     action: AuditAction,
     *,
     target: str | None = None,
+    customer_id: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """Record ``action`` by ``ctx.actor`` on ``target`` in the caller's transaction."""
+    """Record ``action`` by ``ctx.actor`` on ``target`` in the caller's transaction.
+
+    ``customer_id`` names the customer the operation concerns, for the customer's timeline.
+    """
     session.add(
-        AuditEvent(
+        AuditInbox(
             at=ctx.now,
             actor_kind=ctx.actor.kind.value,
             actor_id=ctx.actor.id,
             action=action.value,
             target=target,
+            customer_id=customer_id,
             request_id=ctx.request_id,
             details=canonical_details(details),
         )
@@ -108,17 +116,19 @@ _EPOCH_NAIVE = _EPOCH.replace(tzinfo=None)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _micros(at: datetime | str) -> int:
+def _micros(at: datetime | str | int) -> int:
     """Return microseconds since the epoch, whichever form the driver returned the instant in.
 
     PostgreSQL gives an aware datetime, SQLite (read raw) the stored UTC text; integer
     arithmetic keeps every microsecond exact.
     """
+    if isinstance(at, int):
+        return at  # PostgreSQL's verification query returns the microseconds already
     if isinstance(at, str):
         at = datetime.fromisoformat(at)
     if at.tzinfo is None:
         return (at - _EPOCH_NAIVE) // _MICROSECOND
-    return (at - _EPOCH) // _MICROSECOND
+    return (at - _EPOCH) // _MICROSECOND  # aware: any offset, same instant
 
 
 _CANONICAL = msgspec.json.Encoder()
@@ -127,11 +137,12 @@ _CANONICAL = msgspec.json.Encoder()
 def canonical_bytes(  # noqa: PLR0917 - called with a database row spread in, per event
     seq: int,
     event_id: int,
-    at: datetime | str,
+    at: datetime | str | int,
     actor_kind: str,
     actor_id: str,
     action: str,
     target: str | None,
+    customer_id: str | None,
     request_id: str | None,
     details: str,
 ) -> bytes:
@@ -141,23 +152,71 @@ def canonical_bytes(  # noqa: PLR0917 - called with a database row spread in, pe
     JSON's quoting keeps field boundaries unambiguous, and ``null`` differs from ``""``.
     """
     return _CANONICAL.encode(
-        (seq, event_id, _micros(at), actor_kind, actor_id, action, target, request_id, details)
+        (
+            seq,
+            event_id,
+            _micros(at),
+            actor_kind,
+            actor_id,
+            action,
+            target,
+            customer_id,
+            request_id,
+            details,
+        )
     )
+
+
+class _KeyedHmac:
+    """HMAC-SHA256 under one key, with the padded key states hashed once (RFC 2104).
+
+    Equal to ``hmac.new(key, previous + canonical, sha256).digest()``, but per message it
+    only copies two prepared SHA-256 states: verification hashes every event of the trail.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def chain(self, previous: bytes, canonical: bytes) -> bytes:
+        """Return HMAC(key, previous ‖ canonical)."""
+        inner = self._inner.copy()
+        inner.update(previous)
+        inner.update(canonical)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def _mac(key: bytes, previous: bytes, canonical: bytes) -> bytes:
     return hmac.new(key, previous + canonical, hashlib.sha256).digest()
 
 
-_EVENT_COLUMNS = (
-    AuditEvent.id,
-    AuditEvent.at,
-    AuditEvent.actor_kind,
-    AuditEvent.actor_id,
-    AuditEvent.action,
-    AuditEvent.target,
-    AuditEvent.request_id,
-    AuditEvent.details,
+_INBOX_COLUMNS = (
+    AuditInbox.id,
+    AuditInbox.at,
+    AuditInbox.actor_kind,
+    AuditInbox.actor_id,
+    AuditInbox.action,
+    AuditInbox.target,
+    AuditInbox.customer_id,
+    AuditInbox.request_id,
+    AuditInbox.details,
+)
+_FIELDS = (
+    "event_id",
+    "at",
+    "actor_kind",
+    "actor_id",
+    "action",
+    "target",
+    "customer_id",
+    "request_id",
+    "details",
 )
 
 
@@ -165,32 +224,33 @@ _EVENT_COLUMNS = (
 
 
 def seal_pending(session: Session, keys: KeyFile, now: datetime, *, limit: int = 2000) -> int:
-    """Seal up to ``limit`` committed pending events in id order; return how many."""
+    """Seal up to ``limit`` committed inbox events in id order; return how many."""
     head = session.execute(
         select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
     ).scalar_one()
-    rows = session.execute(
-        select(*_EVENT_COLUMNS)
-        .join(AuditPending, AuditPending.event_id == AuditEvent.id)
-        .order_by(AuditEvent.id)
-        .limit(limit)
-    ).all()
+    rows = session.execute(select(*_INBOX_COLUMNS).order_by(AuditInbox.id).limit(limit)).all()
     if not rows:
         return 0
     key_id = keys.primary_id(KeyPurpose.AUDIT)
-    key = keys.secret(KeyPurpose.AUDIT, key_id)
+    keyed = _KeyedHmac(keys.secret(KeyPurpose.AUDIT, key_id))
     seq, previous = head.seq, head.hash
-    seals: list[dict[str, Any]] = []
+    sealed: list[dict[str, Any]] = []
     for row in rows:
         seq += 1
-        previous = _mac(key, previous, canonical_bytes(seq, *row))
-        seals.append(
-            {"seq": seq, "event_id": row[0], "key_id": key_id, "hash": previous, "sealed_at": now}
+        previous = keyed.chain(previous, canonical_bytes(seq, *row))
+        sealed.append(
+            {
+                "seq": seq,
+                **dict(zip(_FIELDS, row, strict=True)),
+                "key_id": key_id,
+                "hash": previous,
+                "sealed_at": now,
+            }
         )
-    session.execute(insert(AuditSeal), seals)
+    session.execute(insert(AuditEvent), sealed)
     session.execute(
-        delete(AuditPending)
-        .where(AuditPending.event_id.in_([row[0] for row in rows]))
+        delete(AuditInbox)
+        .where(AuditInbox.id.in_([row[0] for row in rows]))
         .execution_options(synchronize_session=False)
     )
     session.execute(
@@ -211,12 +271,8 @@ class PendingState:
 
 
 def pending_state(session: Session, now: datetime) -> PendingState:
-    """Return how many events wait for their seal and the age of the oldest."""
-    count, oldest = session.execute(
-        select(func.count(), func.min(AuditEvent.at)).join(
-            AuditPending, AuditPending.event_id == AuditEvent.id
-        )
-    ).one()
+    """Return how many events wait in the inbox and the age of the oldest."""
+    count, oldest = session.execute(select(func.count(), func.min(AuditInbox.at))).one()
     age = (now - oldest).total_seconds() if oldest is not None else 0.0
     return PendingState(int(count), max(age, 0.0))
 
@@ -283,7 +339,6 @@ class Failure(StrEnum):
     MODIFIED = "modified"
     MISSING = "missing"
     REORDERED = "reordered"
-    UNSEALED = "unsealed"
     TRUNCATED = "truncated"
     HEAD_MISMATCH = "head_mismatch"
     BAD_CHECKPOINT = "bad_checkpoint"
@@ -319,15 +374,16 @@ _SealRow = tuple[Any, ...]
 
 
 _SEAL_ROWS_SQL = (
-    "SELECT s.seq, s.key_id, s.hash, e.id, e.at, e.actor_kind, e.actor_id, e.action, "
-    "e.target, e.request_id, e.details "
-    "FROM audit_seals s LEFT OUTER JOIN audit_events e ON e.id = s.event_id "
-    "WHERE s.seq > {after} ORDER BY s.seq LIMIT {limit}"
+    "SELECT seq, key_id, hash, event_id, {at}, actor_kind, actor_id, action, target, "
+    "customer_id, request_id, details FROM audit_events "
+    "WHERE seq > {after} ORDER BY seq LIMIT {limit}"
 )
+#: PostgreSQL computes the microseconds exactly (numeric), sparing a datetime per row.
+_AT_MICROS_PG = "(EXTRACT(EPOCH FROM at) * 1000000)::bigint"
 
 
 def _seal_rows(session: Session, batch: int) -> Generator[_SealRow]:
-    """Yield every seal with its event in seq order, straight from the driver.
+    """Yield every sealed event in seq order, straight from the driver.
 
     Verification reads the whole trail, so it skips SQLAlchemy's per-row processing and
     pages by seq (keyset) with plain client-side cursors: ``batch`` rows in memory at a
@@ -337,18 +393,49 @@ def _seal_rows(session: Session, batch: int) -> Generator[_SealRow]:
     postgres = session.get_bind().dialect.name == "postgresql"
     cursor = raw.cursor(binary=True) if postgres else raw.cursor()
     placeholder = "%s" if postgres else "?"
-    sql = _SEAL_ROWS_SQL.format(after=placeholder, limit=int(batch))
-    after = 0
+    sql = _SEAL_ROWS_SQL.format(
+        at=_AT_MICROS_PG if postgres else "at", after=placeholder, limit=int(batch)
+    )
+    if postgres:
+        # Each page is a range of the primary key: keep the planner on that index even
+        # before statistics exist (a sort of the whole table per page costs 3x here).
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+    else:
+        # SQLite stores whatever it is given: text that is not UTF-8 must not stop the
+        # verifier, it must fail its hash. Restored for the pooled connection afterwards.
+        text_factory = raw.text_factory
+        raw.text_factory = _lenient_text
+
+    def page(after: int) -> list[_SealRow]:
+        cursor.execute(sql, (after,))
+        rows: list[_SealRow] = cursor.fetchall()
+        return rows
+
+    # The next page is fetched in a thread while this one is hashed: the driver waits for
+    # the server without the GIL, so the database's share of the time is hidden.
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-verify")
+    pending = prefetch.submit(page, 0)
     try:
-        while True:
-            cursor.execute(sql, (after,))
-            rows = cursor.fetchall()
-            if not rows:
-                return
+        while rows := pending.result():
+            pending = prefetch.submit(page, rows[-1][0])
             yield from rows
-            after = rows[-1][0]
     finally:
+        prefetch.shutdown(wait=True)
         cursor.close()
+        if not postgres:
+            raw.text_factory = text_factory
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _as_bytes(value: object) -> bytes:
+    """Return a stored hash as bytes, whatever a tampered SQLite row holds instead."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "replace")
 
 
 def _find_misplaced(
@@ -368,7 +455,7 @@ def _find_misplaced(
     with closing(_seal_rows(session, 5000)) as rows:
         for row in rows:
             other_seq, event = row[0], row[3:]
-            if other_seq <= seq or event[0] is None:
+            if other_seq <= seq:
                 continue
             # The event may have moved with its id (seal pointers swapped) or without it
             # (contents swapped between rows): try it both ways.
@@ -380,7 +467,7 @@ def _find_misplaced(
 
 
 def _walk(session: Session, keys: Mapping[str, bytes], wanted: Iterable[int]) -> _Walk:
-    with closing(_seal_rows(session, 10_000)) as rows:
+    with closing(_seal_rows(session, 20_000)) as rows:
         return _walk_rows(session, keys, rows, set(wanted))
 
 
@@ -388,28 +475,38 @@ def _walk_rows(
     session: Session, keys: Mapping[str, bytes], rows: Iterator[_SealRow], wanted_set: set[int]
 ) -> _Walk:
     walk = _Walk()
-    # HMAC objects keyed once and copied per event: the key schedule is not redone each time.
-    keyed = {kid: hmac.new(key, digestmod=hashlib.sha256) for kid, key in keys.items()}
+    keyed = {kid: _KeyedHmac(key) for kid, key in keys.items()}
     last_seq, last_hash, checked = 0, GENESIS, 0
+    encode = _CANONICAL.encode
     for row in rows:
-        seq, key_id, stored, event = row[0], row[1], bytes(row[2]), row[3:]
+        seq, key_id, stored, event = row[0], row[1], row[2], row[3:]
+        if type(stored) is not bytes:
+            stored = _as_bytes(stored)
         if seq != last_seq + 1:
             walk.failure, walk.bad_seq = Failure.MISSING, last_seq + 1
-            walk.detail = f"seal {last_seq + 1} is missing (the chain jumps to {seq})"
-            break
-        if event[0] is None:
-            walk.failure, walk.bad_seq = Failure.MISSING, seq
-            walk.detail = f"the event sealed at {seq} is gone"
+            walk.detail = f"event {last_seq + 1} is missing (the chain jumps to {seq})"
             break
         base = keyed.get(key_id)
         if base is None:
             walk.failure, walk.bad_seq = Failure.MODIFIED, seq
             walk.detail = f"seal {seq} is under unknown audit key {key_id!r}"
             break
-        mac = base.copy()
-        mac.update(last_hash)
-        mac.update(canonical_bytes(seq, *event))
-        if not hmac.compare_digest(mac.digest(), stored):
+        # canonical_bytes, inlined: this loop runs once per event of the whole trail.
+        canonical = encode(
+            (
+                seq,
+                event[0],
+                _micros(event[1]),
+                event[2],
+                event[3],
+                event[4],
+                event[5],
+                event[6],
+                event[7],
+                event[8],
+            )
+        )
+        if not hmac.compare_digest(base.chain(last_hash, canonical), stored):
             later = _find_misplaced(
                 session,
                 keys=keys,
@@ -442,7 +539,7 @@ def verify(
     audit_keys = {
         kid: keys.secret(KeyPurpose.AUDIT, kid) for kid in keys.rings[KeyPurpose.AUDIT].keys
     }
-    pending = session.execute(select(func.count()).select_from(AuditPending)).scalar_one()
+    pending = session.execute(select(func.count()).select_from(AuditInbox)).scalar_one()
 
     def report(walk: _Walk, failure: Failure | None, bad: int | None, detail: str) -> VerifyReport:
         return VerifyReport(
@@ -464,19 +561,6 @@ def verify(
     walk = _walk(session, audit_keys, [checkpoint.size] if checkpoint else [])
     if walk.failure is not None:
         return report(walk, walk.failure, walk.bad_seq, walk.detail)
-    unsealed: int | None = session.execute(
-        select(func.min(AuditEvent.id)).where(
-            ~select(AuditSeal.event_id).where(AuditSeal.event_id == AuditEvent.id).exists(),
-            ~select(AuditPending.event_id).where(AuditPending.event_id == AuditEvent.id).exists(),
-        )
-    ).scalar_one()
-    if unsealed is not None:
-        return report(
-            walk,
-            Failure.UNSEALED,
-            None,
-            f"event {unsealed} is neither sealed nor waiting to be sealed",
-        )
     if checkpoint is not None:
         if walk.last_seq < checkpoint.size:
             return report(
@@ -510,6 +594,7 @@ class EventView:
     actor_id: str
     action: str
     target: str | None
+    customer_id: str | None
     request_id: str | None
     details: dict[str, Any]
 
@@ -520,6 +605,7 @@ class EventFilter:
 
     actor: str | None = None
     target: str | None = None
+    customer_id: str | None = None
     action: str | None = None
     start: datetime | None = None
     end: datetime | None = None
@@ -534,26 +620,45 @@ def list_events(
     limit: int,
     newest_first: bool,
 ) -> Sequence[EventView]:
-    """Return up to ``limit`` events matching ``filters`` after the cursor position."""
-    query = select(AuditSeal.seq, *_EVENT_COLUMNS).outerjoin(
-        AuditSeal, AuditSeal.event_id == AuditEvent.id
-    )
-    if filters.actor is not None:
-        query = query.where(AuditEvent.actor_id == filters.actor)
-    if filters.target is not None:
-        query = query.where(AuditEvent.target == filters.target)
-    if filters.action is not None:
-        query = query.where(AuditEvent.action == filters.action)
-    if filters.start is not None:
-        query = query.where(AuditEvent.at >= filters.start)
-    if filters.end is not None:
-        query = query.where(AuditEvent.at < filters.end)
-    if before_id is not None:
-        query = query.where(AuditEvent.id < before_id)
-    if after_id is not None:
-        query = query.where(AuditEvent.id > after_id)
-    order = AuditEvent.id.desc() if newest_first else AuditEvent.id.asc()
-    rows = session.execute(query.order_by(order).limit(limit)).all()
+    """Return up to ``limit`` events (sealed and waiting) matching ``filters`` past a cursor."""
+
+    def part(table: type[AuditEvent] | type[AuditInbox], event_id: Any, seq: Any) -> Any:
+        query = select(
+            seq.label("seq"),
+            event_id.label("id"),
+            table.at,
+            table.actor_kind,
+            table.actor_id,
+            table.action,
+            table.target,
+            table.customer_id,
+            table.request_id,
+            table.details,
+        )
+        if filters.actor is not None:
+            query = query.where(table.actor_id == filters.actor)
+        if filters.target is not None:
+            query = query.where(table.target == filters.target)
+        if filters.customer_id is not None:
+            query = query.where(table.customer_id == filters.customer_id)
+        if filters.action is not None:
+            query = query.where(table.action == filters.action)
+        if filters.start is not None:
+            query = query.where(table.at >= filters.start)
+        if filters.end is not None:
+            query = query.where(table.at < filters.end)
+        if before_id is not None:
+            query = query.where(event_id < before_id)
+        if after_id is not None:
+            query = query.where(event_id > after_id)
+        return query
+
+    both = union_all(
+        part(AuditEvent, AuditEvent.event_id, AuditEvent.seq),
+        part(AuditInbox, AuditInbox.id, null().cast(BigInteger)),
+    ).subquery()
+    order = both.c.id.desc() if newest_first else both.c.id.asc()
+    rows = session.execute(select(both).order_by(order).limit(limit)).all()
     return [
         EventView(
             id=row.id,
@@ -563,6 +668,7 @@ def list_events(
             actor_id=row.actor_id,
             action=row.action,
             target=row.target,
+            customer_id=row.customer_id,
             request_id=row.request_id,
             details=msgspec.json.decode(row.details),
         )

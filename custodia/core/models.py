@@ -7,9 +7,9 @@ classes describe it for queries, and a test checks that they and the migrations 
   the work it protects and holding the response to replay (API.md "Conventions").
 - ``outbox_events``: events written in the business transaction and delivered to the
   registered consumers by ``custodia worker`` (see ``custodia.core.outbox``).
-- ``audit_events``, ``audit_seals``, ``audit_pending``, ``audit_chain_head``: the
-  tamper-evident audit trail (see ``custodia.core.audit``). Events and seals are append-only:
-  database triggers refuse UPDATE and DELETE.
+- ``audit_inbox``, ``audit_events``, ``audit_chain_head``: the tamper-evident audit trail
+  (see ``custodia.core.audit``). Sealed events are append-only: triggers refuse UPDATE and
+  DELETE; inbox rows are never updated and leave only once sealed.
 """
 
 from __future__ import annotations
@@ -139,21 +139,16 @@ class OutboxEvent(Base):
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
-class AuditEvent(Base):
-    """One state-changing operation: who, what, on what, when, under which request.
+class AuditInbox(Base):
+    """An audit event written by a command and not yet sealed into the chain.
 
-    Written in the same transaction as the change it records; never updated or deleted.
+    Written in the same transaction as the change it records. Rows are never updated; a
+    trigger lets a row be deleted only once its sealed copy exists in ``audit_events``.
     ``details`` is canonical JSON (sorted keys) holding masked values or ciphertext only.
     """
 
-    __tablename__ = "audit_events"
-    __table_args__ = (
-        Index("ix_audit_events_target", "target", "id"),
-        Index("ix_audit_events_actor_id", "actor_id", "id"),
-        Index("ix_audit_events_action", "action", "id"),
-        Index("ix_audit_events_at", "at"),
-        {"sqlite_autoincrement": True},
-    )
+    __tablename__ = "audit_inbox"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime]
@@ -161,32 +156,41 @@ class AuditEvent(Base):
     actor_id: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str | None] = mapped_column(String(100))
+    customer_id: Mapped[str | None] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[str] = mapped_column(Text)
 
 
-class AuditSeal(Base):
-    """An event's place in the chain: ``seq`` (1, 2, 3 … without gaps) and its HMAC.
+class AuditEvent(Base):
+    """A sealed audit event: its place in the chain (``seq``, no gaps) and its HMAC.
 
     ``hash = HMAC-SHA256(audit key, previous hash ‖ canonical bytes of seq and event)``.
+    Never updated or deleted (triggers refuse both).
     """
 
-    __tablename__ = "audit_seals"
-    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        Index("ix_audit_events_target", "target", "event_id"),
+        Index("ix_audit_events_customer_id", "customer_id", "event_id"),
+        Index("ix_audit_events_actor_id", "actor_id", "event_id"),
+        Index("ix_audit_events_action", "action", "event_id"),
+        Index("ix_audit_events_at", "at"),
+    )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     event_id: Mapped[int] = mapped_column(BigId, unique=True)
+    at: Mapped[datetime]
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(100))
+    customer_id: Mapped[str | None] = mapped_column(String(40))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[str] = mapped_column(Text)
     key_id: Mapped[str] = mapped_column(String(16))
     hash: Mapped[bytes] = mapped_column(LargeBinary)
     sealed_at: Mapped[datetime]
-
-
-class AuditPending(Base):
-    """An event committed but not sealed yet (filled by a trigger, emptied by the sealer)."""
-
-    __tablename__ = "audit_pending"
-
-    event_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
 
 
 class AuditChainHead(Base):

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import os
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -177,7 +177,7 @@ class BlindIndexColumn:
     field_name: str
     sources: tuple[str, ...]
     encrypted_sources: frozenset[str] = field(default_factory=frozenset)
-    compose: Callable[[Mapping[str, str]], str] = field(
+    compose: Callable[[dict[str, str]], str] = field(
         default=lambda values: next(iter(values.values()))
     )
     id_column: str = "id"

@@ -7,7 +7,7 @@ same triggers.
 from __future__ import annotations
 
 #: Every append-only table of the current schema (a migration that adds one adds it here).
-APPEND_ONLY_TABLES = ("audit_events", "audit_seals")
+APPEND_ONLY_TABLES = ("audit_events",)
 
 REFUSE_FUNCTION_PG = """
 CREATE OR REPLACE FUNCTION custodia_refuse_change() RETURNS trigger
@@ -49,3 +49,74 @@ def drop_append_only(table: str, dialect: str) -> list[str]:
             f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
         ]
     return [f"DROP TRIGGER IF EXISTS {table}_no_{op}" for op in ("update", "delete")]
+
+
+INBOX_GUARD_FUNCTION_PG = """
+CREATE OR REPLACE FUNCTION custodia_audit_inbox_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'custodia: audit_inbox is append-only: UPDATE refused'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM audit_events WHERE event_id = OLD.id) THEN
+        RAISE EXCEPTION 'custodia: audit_inbox is append-only: an unsealed event cannot be deleted'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN OLD;
+END
+$$
+"""
+DROP_INBOX_GUARD_FUNCTION_PG = "DROP FUNCTION IF EXISTS custodia_audit_inbox_guard()"
+
+
+def audit_inbox_guard(dialect: str) -> list[str]:
+    """Return the statements that keep inbox rows unchanged until their sealed copy exists."""
+    if dialect == "postgresql":
+        return [
+            (
+                "CREATE TRIGGER audit_inbox_guard BEFORE UPDATE OR DELETE ON audit_inbox "
+                "FOR EACH ROW EXECUTE FUNCTION custodia_audit_inbox_guard()"
+            ),
+            (
+                "CREATE TRIGGER audit_inbox_no_truncate BEFORE TRUNCATE ON audit_inbox "
+                "FOR EACH STATEMENT EXECUTE FUNCTION custodia_refuse_change()"
+            ),
+        ]
+    return [
+        (
+            "CREATE TRIGGER audit_inbox_no_update BEFORE UPDATE ON audit_inbox BEGIN "
+            "SELECT RAISE(ABORT, 'custodia: audit_inbox is append-only: UPDATE refused'); END"
+        ),
+        (
+            "CREATE TRIGGER audit_inbox_sealed_only BEFORE DELETE ON audit_inbox "
+            "WHEN NOT EXISTS (SELECT 1 FROM audit_events WHERE event_id = OLD.id) BEGIN "
+            "SELECT RAISE(ABORT, 'custodia: audit_inbox is append-only: an unsealed event "
+            "cannot be deleted'); END"
+        ),
+    ]
+
+
+def drop_audit_inbox_guard(dialect: str) -> list[str]:
+    """Return the statements that remove :func:`audit_inbox_guard`'s triggers."""
+    if dialect == "postgresql":
+        return [
+            "DROP TRIGGER IF EXISTS audit_inbox_guard ON audit_inbox",
+            "DROP TRIGGER IF EXISTS audit_inbox_no_truncate ON audit_inbox",
+        ]
+    return [
+        "DROP TRIGGER IF EXISTS audit_inbox_no_update",
+        "DROP TRIGGER IF EXISTS audit_inbox_sealed_only",
+    ]
+
+
+def guard_triggers(dialect: str) -> list[str]:
+    """Return every guard trigger of the current schema (for the test suite's clean-up)."""
+    tables = [s for table in APPEND_ONLY_TABLES for s in append_only(table, dialect)]
+    return [*tables, *audit_inbox_guard(dialect)]
+
+
+def drop_guard_triggers(dialect: str) -> list[str]:
+    """Return the statements that remove :func:`guard_triggers`."""
+    tables = [s for table in APPEND_ONLY_TABLES for s in drop_append_only(table, dialect)]
+    return [*tables, *drop_audit_inbox_guard(dialect)]

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import select
 
 from custodia import access
 from custodia.access.errors import InvalidClient
@@ -14,9 +13,8 @@ from custodia.access.models import ApiClient
 from custodia.api.runtime import Runtime
 from custodia.core.actors import Role
 from custodia.core.errors import Unauthenticated
-from custodia.core.models import AuditEvent
 from custodia.core.settings import Environment
-from tests.factories import bearer, cli_context, make_client
+from tests.factories import audit_actions, bearer, cli_context, make_client
 
 Client = TestClient[Any]
 
@@ -54,13 +52,7 @@ def test_revocation_takes_effect_at_once(client: Client, runtime: Runtime) -> No
     response = client.get("/v1/auth/me", headers=bearer(created.key))
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
-    actions = runtime.db.run(
-        lambda s: (
-            s.execute(select(AuditEvent.action).where(AuditEvent.target == created.id))
-            .scalars()
-            .all()
-        )
-    )
+    actions = audit_actions(runtime, created.id)
     assert actions == ["access:client:created", "access:client:revoked"]
 
 

@@ -17,9 +17,15 @@ from custodia.api.runtime import Runtime
 from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.clock import ManualClock
-from custodia.core.models import AuditEvent
 from custodia.core.passwords import ScryptParams, SecretHasher
-from tests.factories import STAFF_PASSWORD, StaffLogin, bearer, make_client, make_staff
+from tests.factories import (
+    STAFF_PASSWORD,
+    StaffLogin,
+    audit_actions,
+    bearer,
+    make_client,
+    make_staff,
+)
 
 Client = TestClient[Any]
 
@@ -31,13 +37,7 @@ def _login(client: Client, staff: StaffLogin, clock: ManualClock, **override: st
 
 
 def _actions(runtime: Runtime, target: str) -> list[str]:
-    return runtime.db.run(
-        lambda s: list(
-            s.execute(
-                select(AuditEvent.action).where(AuditEvent.target == target).order_by(AuditEvent.id)
-            ).scalars()
-        )
-    )
+    return audit_actions(runtime, target)
 
 
 # ------------------------------------------------------------------------------ creation

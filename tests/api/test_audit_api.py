@@ -40,7 +40,17 @@ def test_events_page_through_with_a_cursor_and_filter(client: Client, runtime: R
     ).json()["items"]
     assert len(created) == 3
     event = created[0]
-    assert set(event) == {"seq", "id", "at", "actor", "action", "target", "request_id", "details"}
+    assert set(event) == {
+        "seq",
+        "id",
+        "at",
+        "actor",
+        "action",
+        "target",
+        "customer_id",
+        "request_id",
+        "details",
+    }
     assert event["actor"] == {"kind": "cli", "id": "tester"}
 
 

@@ -17,7 +17,7 @@ from custodia.core.audit import AuditAction, Checkpoint, Failure
 from custodia.core.clock import ManualClock
 from custodia.core.db import Database
 from custodia.core.keys import KeyFile, KeyPurpose, generate_key_file, rotate
-from custodia.core.models import AuditEvent, AuditSeal
+from custodia.core.models import AuditEvent, AuditInbox
 from custodia.core.settings import Environment
 from tests.conftest import START, triggers_bypassed
 
@@ -63,12 +63,6 @@ def _tamper(db: Database, *statements: str) -> None:
     db.run(work)
 
 
-def _event_id_at(db: Database, seq: int) -> int:
-    return db.run(
-        lambda s: s.execute(select(AuditSeal.event_id).where(AuditSeal.seq == seq)).scalar_one()
-    )
-
-
 @pytest.fixture
 def chain(db: Database, keys: KeyFile, clock: ManualClock) -> Database:
     """Ten sealed events."""
@@ -92,7 +86,7 @@ def test_an_event_records_actor_action_target_request_and_masked_details(
             details={"id_number": "11010519491231002X", "note": "call 13812345678"},
         )
     )
-    event = db.run(lambda s: s.execute(select(AuditEvent)).scalar_one())
+    event = db.run(lambda s: s.execute(select(AuditInbox)).scalar_one())
     assert (event.actor_kind, event.actor_id, event.action) == (
         "staff",
         "stf_alice",
@@ -111,7 +105,7 @@ def test_an_event_exists_only_if_its_transaction_commits(db: Database, clock: Ma
 
     with pytest.raises(RuntimeError):
         db.run(fails)
-    assert db.run(lambda s: s.execute(select(AuditEvent)).all()) == []
+    assert db.run(lambda s: s.execute(select(AuditInbox)).all()) == []
 
 
 def test_action_tags_are_source_subject_action() -> None:
@@ -129,7 +123,7 @@ def test_sealing_numbers_events_without_gaps_and_verification_passes(
     assert _verify(chain, keys).pending == 5
     assert _seal(chain, keys, clock) == 5
     seqs = chain.run(
-        lambda s: s.execute(select(AuditSeal.seq).order_by(AuditSeal.seq)).scalars().all()
+        lambda s: s.execute(select(AuditEvent.seq).order_by(AuditEvent.seq)).scalars().all()
     )
     assert seqs == list(range(1, 16))
     report = _verify(chain, keys)
@@ -177,9 +171,7 @@ def test_a_late_commit_is_sealed_after_events_that_committed_before_it(
     assert _seal(committing_db, keys, clock) == 1
     rows = committing_db.run(
         lambda s: s.execute(
-            select(AuditSeal.seq, AuditEvent.request_id)
-            .join(AuditEvent, AuditEvent.id == AuditSeal.event_id)
-            .order_by(AuditSeal.seq)
+            select(AuditEvent.seq, AuditEvent.request_id).order_by(AuditEvent.seq)
         ).all()
     )
     assert [tuple(r) for r in rows] == [(1, "req_1"), (2, "req_slow")]
@@ -219,21 +211,34 @@ def test_recording_takes_no_lock_that_unrelated_transactions_wait_for(
     "statement",
     [
         "UPDATE audit_events SET details = '{}'",
+        "UPDATE audit_events SET hash = hash",
         "DELETE FROM audit_events",
-        "UPDATE audit_seals SET hash = hash",
-        "DELETE FROM audit_seals",
+        "DELETE FROM audit_events WHERE seq = 10",
     ],
 )
-def test_the_database_refuses_to_change_events_and_seals(chain: Database, statement: str) -> None:
+def test_the_database_refuses_to_change_sealed_events(chain: Database, statement: str) -> None:
     """Raw SQL, around every Python check: the triggers refuse it."""
     with pytest.raises(DatabaseError, match="append-only"):
         chain.run(lambda s: s.execute(text(statement)))
 
 
-@pytest.mark.postgres_only
-def test_postgres_refuses_truncate_of_the_trail(chain: Database) -> None:
+@pytest.mark.parametrize(
+    "statement", ["UPDATE audit_inbox SET actor_id = 'x'", "DELETE FROM audit_inbox"]
+)
+def test_the_database_refuses_to_change_or_drop_an_unsealed_event(
+    db: Database, clock: ManualClock, statement: str
+) -> None:
+    """Before sealing, an event can neither be edited nor quietly removed from the inbox."""
+    _write(db, clock, 2)
     with pytest.raises(DatabaseError, match="append-only"):
-        chain.run(lambda s: s.execute(text("TRUNCATE audit_events CASCADE")))
+        db.run(lambda s: s.execute(text(statement)))
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("table", ["audit_events", "audit_inbox"])
+def test_postgres_refuses_truncate_of_the_trail(chain: Database, table: str) -> None:
+    with pytest.raises(DatabaseError, match="append-only"):
+        chain.run(lambda s: s.execute(text(f"TRUNCATE {table} CASCADE")))
 
 
 # ------------------------------------------------------------------------------ tampering
@@ -247,56 +252,66 @@ def _expect(report: audit.VerifyReport, failure: Failure, seq: int | None) -> No
 def test_one_flipped_byte_in_a_stored_event_is_found_as_modified(
     chain: Database, keys: KeyFile
 ) -> None:
-    event_id = _event_id_at(chain, 4)
     _tamper(
         chain,
-        f"UPDATE audit_events SET details = replace(details, 'client 3', 'client 8') WHERE id = {event_id}",
+        "UPDATE audit_events SET details = replace(details, 'client 3', 'client 8') WHERE seq = 4",
     )
     _expect(_verify(chain, keys), Failure.MODIFIED, 4)
 
 
 def test_a_changed_actor_is_found_as_modified(chain: Database, keys: KeyFile) -> None:
-    event_id = _event_id_at(chain, 7)
-    _tamper(chain, f"UPDATE audit_events SET actor_id = 'stf_mallory' WHERE id = {event_id}")
+    _tamper(chain, "UPDATE audit_events SET actor_id = 'stf_mallory' WHERE seq = 7")
     _expect(_verify(chain, keys), Failure.MODIFIED, 7)
 
 
+def test_a_changed_hash_is_found_as_modified(chain: Database, keys: KeyFile) -> None:
+    _tamper(
+        chain, "UPDATE audit_events SET hash = audit_events.hash || audit_events.hash WHERE seq = 2"
+    )
+    _expect(_verify(chain, keys), Failure.MODIFIED, 2)
+
+
 def test_a_deleted_middle_event_is_found_as_missing(chain: Database, keys: KeyFile) -> None:
-    _tamper(chain, f"DELETE FROM audit_events WHERE id = {_event_id_at(chain, 5)}")
+    _tamper(chain, "DELETE FROM audit_events WHERE seq = 5")
     _expect(_verify(chain, keys), Failure.MISSING, 5)
 
 
-def test_a_deleted_event_with_its_seal_is_found_as_a_gap(chain: Database, keys: KeyFile) -> None:
-    event_id = _event_id_at(chain, 5)
+def test_a_deleted_event_with_the_rest_renumbered_is_found_where_the_numbers_shift(
+    chain: Database, keys: KeyFile
+) -> None:
+    """Closing the gap needs new seqs, and the seq is inside every hash: caught at 5."""
     _tamper(
         chain,
-        f"DELETE FROM audit_events WHERE id = {event_id}",
-        "DELETE FROM audit_seals WHERE seq = 5",
+        "DELETE FROM audit_events WHERE seq = 5",
+        *[f"UPDATE audit_events SET seq = {seq - 1} WHERE seq = {seq}" for seq in range(6, 11)],
     )
-    _expect(_verify(chain, keys), Failure.MISSING, 5)
+    _expect(_verify(chain, keys), Failure.MODIFIED, 5)
+
+
+_COLUMNS = "event_id, at, actor_kind, actor_id, action, target, customer_id, request_id, details"
+
+
+def _swap(db: Database, a: int, b: int, columns: str) -> None:
+    _tamper(
+        db,
+        f"CREATE TEMPORARY TABLE swap AS SELECT * FROM audit_events WHERE seq IN ({a}, {b})",
+        f"UPDATE audit_events SET event_id = -event_id WHERE seq IN ({a}, {b})",
+        f"UPDATE audit_events SET ({columns}) = (SELECT {columns} FROM swap WHERE swap.seq = {b}) WHERE seq = {a}",
+        f"UPDATE audit_events SET ({columns}) = (SELECT {columns} FROM swap WHERE swap.seq = {a}) WHERE seq = {b}",
+        "UPDATE audit_events SET event_id = -event_id WHERE event_id < 0",
+        "DROP TABLE swap",
+    )
 
 
 def test_two_swapped_events_are_found_as_reordered(chain: Database, keys: KeyFile) -> None:
-    a, b = _event_id_at(chain, 3), _event_id_at(chain, 8)
-    _tamper(
-        chain,
-        "UPDATE audit_seals SET event_id = -1 WHERE seq = 3",
-        f"UPDATE audit_seals SET event_id = {a} WHERE seq = 8",
-        f"UPDATE audit_seals SET event_id = {b} WHERE seq = 3",
-    )
+    _swap(chain, 3, 8, _COLUMNS)
     _expect(_verify(chain, keys), Failure.REORDERED, 3)
 
 
-def test_swapped_event_contents_are_found_as_reordered(chain: Database, keys: KeyFile) -> None:
-    a, b = _event_id_at(chain, 2), _event_id_at(chain, 6)
-    columns = "at, actor_kind, actor_id, action, target, request_id, details"
-    _tamper(
-        chain,
-        f"CREATE TEMPORARY TABLE swap AS SELECT * FROM audit_events WHERE id IN ({a}, {b})",
-        f"UPDATE audit_events SET ({columns}) = (SELECT {columns} FROM swap WHERE swap.id = {b}) WHERE id = {a}",
-        f"UPDATE audit_events SET ({columns}) = (SELECT {columns} FROM swap WHERE swap.id = {a}) WHERE id = {b}",
-        "DROP TABLE swap",
-    )
+def test_swapped_contents_keeping_the_event_ids_are_found_as_reordered(
+    chain: Database, keys: KeyFile
+) -> None:
+    _swap(chain, 2, 6, _COLUMNS.removeprefix("event_id, "))
     _expect(_verify(chain, keys), Failure.REORDERED, 2)
 
 
@@ -304,22 +319,20 @@ def test_a_chain_recomputed_without_the_key_is_found_at_the_first_change(
     chain: Database, keys: KeyFile, clock: ManualClock
 ) -> None:
     """An intruder edits event 6 and re-chains 6..10 with a key of their own: caught at 6."""
-    event_id = _event_id_at(chain, 6)
-    _tamper(chain, f"UPDATE audit_events SET actor_id = 'stf_mallory' WHERE id = {event_id}")
+    _tamper(chain, "UPDATE audit_events SET actor_id = 'stf_mallory' WHERE seq = 6")
     forged = generate_key_file(Environment.DEVELOPMENT, START)
     _rechain(chain, forged, from_seq=6)
     _expect(_verify(chain, keys), Failure.MODIFIED, 6)
 
 
 def _rechain(db: Database, keys: KeyFile, *, from_seq: int) -> None:
-    """Recompute every seal from ``from_seq`` on with ``keys`` (bypassing the triggers)."""
+    """Recompute every hash from ``from_seq`` on with ``keys`` (bypassing the triggers)."""
     secret = keys.secret(KeyPurpose.AUDIT)
+    columns = [getattr(AuditEvent, name) for name in audit._FIELDS]
 
     def work(session: Session) -> None:
         rows = session.execute(
-            select(AuditSeal.seq, AuditSeal.hash, *audit._EVENT_COLUMNS)
-            .join(AuditEvent, AuditEvent.id == AuditSeal.event_id)
-            .order_by(AuditSeal.seq)
+            select(AuditEvent.seq, AuditEvent.hash, *columns).order_by(AuditEvent.seq)
         ).all()
         previous = audit.GENESIS
         with triggers_bypassed(session.connection()):
@@ -328,21 +341,12 @@ def _rechain(db: Database, keys: KeyFile, *, from_seq: int) -> None:
                 if seq >= from_seq:
                     stored = audit._mac(secret, previous, audit.canonical_bytes(seq, *event))
                     session.execute(
-                        text("UPDATE audit_seals SET hash = :h, key_id = '1' WHERE seq = :s"),
+                        text("UPDATE audit_events SET hash = :h, key_id = '1' WHERE seq = :s"),
                         {"h": stored, "s": seq},
                     )
                 previous = stored
 
     db.run(work)
-
-
-def test_an_event_that_fell_out_of_the_sealing_queue_is_found(
-    chain: Database, keys: KeyFile, clock: ManualClock
-) -> None:
-    _write(chain, clock, 1, start=10)
-    _tamper(chain, "DELETE FROM audit_pending")
-    report = _verify(chain, keys)
-    assert (report.ok, report.failure) == (False, Failure.UNSEALED)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -368,12 +372,7 @@ def test_a_tail_truncated_below_the_checkpoint_is_found(
     chain: Database, keys: KeyFile, clock: ManualClock
 ) -> None:
     checkpoint = _checkpoint(chain, keys, clock)
-    doomed = [_event_id_at(chain, seq) for seq in (8, 9, 10)]
-    _tamper(
-        chain,
-        f"DELETE FROM audit_events WHERE id IN ({', '.join(map(str, doomed))})",
-        "DELETE FROM audit_seals WHERE seq >= 8",
-    )
+    _tamper(chain, "DELETE FROM audit_events WHERE seq >= 8")
     assert _verify(chain, keys).ok  # without the checkpoint the shorter chain looks whole
     _expect(_verify(chain, keys, checkpoint), Failure.TRUNCATED, 8)
 
@@ -383,8 +382,7 @@ def test_a_chain_rewritten_with_the_real_key_is_found_by_the_checkpoint(
 ) -> None:
     """Even an insider holding the audit key cannot rewrite history under a checkpoint."""
     checkpoint = _checkpoint(chain, keys, clock)
-    event_id = _event_id_at(chain, 3)
-    _tamper(chain, f"UPDATE audit_events SET actor_id = 'stf_mallory' WHERE id = {event_id}")
+    _tamper(chain, "UPDATE audit_events SET actor_id = 'stf_mallory' WHERE seq = 3")
     _rechain(chain, keys, from_seq=3)
     assert _verify(chain, keys).ok
     _expect(_verify(chain, keys, checkpoint), Failure.HEAD_MISMATCH, 10)
@@ -443,3 +441,36 @@ def test_pending_state_reports_the_backlog_and_its_age(
     assert (state.pending, state.oldest_pending_age_s) == (2, 3.0)
     _seal(db, keys, clock)
     assert db.run(lambda s: audit.pending_state(s, clock.now())).pending == 0
+
+
+@pytest.mark.parametrize("key_length", [16, 32, 64, 65, 200])
+def test_the_fast_hmac_equals_the_standard_one(key_length: int) -> None:
+    """The verifier's prepared-state HMAC is RFC 2104 HMAC-SHA256, key lengths included."""
+    import hashlib  # noqa: PLC0415
+    import hmac  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    key = os.urandom(key_length)
+    previous, canonical = os.urandom(32), b'[1,2,"x"]'
+    expected = hmac.new(key, previous + canonical, hashlib.sha256).digest()
+    assert audit._KeyedHmac(key).chain(previous, canonical) == expected
+
+
+def test_canonical_bytes_are_the_same_whatever_form_the_instant_comes_in(
+    clock: ManualClock,
+) -> None:
+    from datetime import UTC  # noqa: PLC0415
+
+    at = clock.now().replace(microsecond=123456)
+    forms = [
+        at,
+        at.astimezone(UTC).replace(tzinfo=None),
+        at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "),
+        at.astimezone(__import__("zoneinfo").ZoneInfo("Asia/Shanghai")),
+        audit._micros(at),
+    ]
+    encoded = {
+        audit.canonical_bytes(1, 2, form, "staff", "s", "a:b:c", None, None, None, "{}")
+        for form in forms
+    }
+    assert len(encoded) == 1

@@ -7,14 +7,20 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
 from custodia.migrations.ddl import (
+    DROP_INBOX_GUARD_FUNCTION_PG,
     DROP_REFUSE_FUNCTION_PG,
+    INBOX_GUARD_FUNCTION_PG,
     REFUSE_FUNCTION_PG,
     append_only,
+    audit_inbox_guard,
     drop_append_only,
+    drop_audit_inbox_guard,
 )
 
 revision = "0002_security"
@@ -23,25 +29,19 @@ branch_labels = None
 depends_on = None
 
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-APPEND_ONLY = ("audit_events", "audit_seals")
 
-ENQUEUE_PG = """
-CREATE OR REPLACE FUNCTION custodia_audit_enqueue() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO audit_pending (event_id) VALUES (NEW.id);
-    RETURN NULL;
-END
-$$
-"""
-ENQUEUE_TRIGGER_PG = (
-    "CREATE TRIGGER audit_events_enqueue AFTER INSERT ON audit_events "
-    "FOR EACH ROW EXECUTE FUNCTION custodia_audit_enqueue()"
-)
-ENQUEUE_TRIGGER_SQLITE = (
-    "CREATE TRIGGER audit_events_enqueue AFTER INSERT ON audit_events "
-    "BEGIN INSERT INTO audit_pending (event_id) VALUES (NEW.id); END"
-)
+
+def _audit_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor_kind", sa.String(16), nullable=False),
+        sa.Column("actor_id", sa.String(100), nullable=False),
+        sa.Column("action", sa.String(100), nullable=False),
+        sa.Column("target", sa.String(100), nullable=True),
+        sa.Column("customer_id", sa.String(40), nullable=True),
+        sa.Column("request_id", sa.String(128), nullable=True),
+        sa.Column("details", sa.Text(), nullable=False),
+    ]
 
 
 def upgrade() -> None:
@@ -100,38 +100,29 @@ def upgrade() -> None:
     )
 
     op.create_table(
-        "audit_events",
+        "audit_inbox",
         sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("actor_kind", sa.String(16), nullable=False),
-        sa.Column("actor_id", sa.String(100), nullable=False),
-        sa.Column("action", sa.String(100), nullable=False),
-        sa.Column("target", sa.String(100), nullable=True),
-        sa.Column("request_id", sa.String(128), nullable=True),
-        sa.Column("details", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_audit_events"),
+        *_audit_columns(),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_inbox"),
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_audit_events_target", "audit_events", ["target", "id"])
-    op.create_index("ix_audit_events_actor_id", "audit_events", ["actor_id", "id"])
-    op.create_index("ix_audit_events_action", "audit_events", ["action", "id"])
-    op.create_index("ix_audit_events_at", "audit_events", ["at"])
     op.create_table(
-        "audit_seals",
+        "audit_events",
         sa.Column("seq", BIG_ID, autoincrement=False, nullable=False),
         sa.Column("event_id", BIG_ID, nullable=False),
+        *_audit_columns(),
         sa.Column("key_id", sa.String(16), nullable=False),
         sa.Column("hash", sa.LargeBinary(), nullable=False),
         sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("seq", name="pk_audit_seals"),
-        sa.UniqueConstraint("event_id", name="uq_audit_seals_event_id"),
-        sa.CheckConstraint("seq >= 1", name="ck_audit_seals_seq_positive"),
+        sa.PrimaryKeyConstraint("seq", name="pk_audit_events"),
+        sa.UniqueConstraint("event_id", name="uq_audit_events_event_id"),
+        sa.CheckConstraint("seq >= 1", name="ck_audit_events_seq_positive"),
     )
-    op.create_table(
-        "audit_pending",
-        sa.Column("event_id", BIG_ID, autoincrement=False, nullable=False),
-        sa.PrimaryKeyConstraint("event_id", name="pk_audit_pending"),
-    )
+    op.create_index("ix_audit_events_target", "audit_events", ["target", "event_id"])
+    op.create_index("ix_audit_events_customer_id", "audit_events", ["customer_id", "event_id"])
+    op.create_index("ix_audit_events_actor_id", "audit_events", ["actor_id", "event_id"])
+    op.create_index("ix_audit_events_action", "audit_events", ["action", "event_id"])
+    op.create_index("ix_audit_events_at", "audit_events", ["at"])
     head = op.create_table(
         "audit_chain_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -144,35 +135,26 @@ def upgrade() -> None:
 
     if dialect == "postgresql":
         op.execute(REFUSE_FUNCTION_PG)
-        op.execute(ENQUEUE_PG)
-        op.execute(ENQUEUE_TRIGGER_PG)
-    else:
-        op.execute(ENQUEUE_TRIGGER_SQLITE)
-    for table in APPEND_ONLY:
-        for statement in append_only(table, dialect):
-            op.execute(statement)
+        op.execute(INBOX_GUARD_FUNCTION_PG)
+    for statement in [*append_only("audit_events", dialect), *audit_inbox_guard(dialect)]:
+        op.execute(statement)
 
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
-    for table in APPEND_ONLY:
-        for statement in drop_append_only(table, dialect):
-            op.execute(statement)
-    op.execute(
-        "DROP TRIGGER IF EXISTS audit_events_enqueue"
-        + (" ON audit_events" if dialect == "postgresql" else "")
-    )
+    for statement in [*drop_append_only("audit_events", dialect), *drop_audit_inbox_guard(dialect)]:
+        op.execute(statement)
     if dialect == "postgresql":
-        op.execute("DROP FUNCTION IF EXISTS custodia_audit_enqueue()")
+        op.execute(DROP_INBOX_GUARD_FUNCTION_PG)
         op.execute(DROP_REFUSE_FUNCTION_PG)
     op.drop_table("audit_chain_head")
-    op.drop_table("audit_pending")
-    op.drop_table("audit_seals")
     op.drop_index("ix_audit_events_at", table_name="audit_events")
     op.drop_index("ix_audit_events_action", table_name="audit_events")
     op.drop_index("ix_audit_events_actor_id", table_name="audit_events")
+    op.drop_index("ix_audit_events_customer_id", table_name="audit_events")
     op.drop_index("ix_audit_events_target", table_name="audit_events")
     op.drop_table("audit_events")
+    op.drop_table("audit_inbox")
     op.drop_table("api_clients")
     op.drop_index("ix_staff_sessions_staff_id", table_name="staff_sessions")
     op.drop_table("staff_sessions")
