@@ -16,10 +16,12 @@ from custodia import __version__
 from custodia.api.audit import AuditController
 from custodia.api.auth import AuthController
 from custodia.api.body import StrictBodyPlugin
+from custodia.api.customers import CustomersController
 from custodia.api.health import HealthController
 from custodia.api.middleware import RequestContextMiddleware
 from custodia.api.problems import problem_plugin
 from custodia.api.runtime import Runtime
+from custodia.api.screening import ScreeningController
 from custodia.api.security import authorize
 from custodia.core.logging import get_logger
 from custodia.core.settings import Settings
@@ -72,7 +74,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
                 live.close()
 
     app = Litestar(
-        route_handlers=[HealthController, AuthController, AuditController],
+        route_handlers=[
+            HealthController,
+            AuthController,
+            AuditController,
+            CustomersController,
+            ScreeningController,
+        ],
         guards=[authorize],
         dependencies={"runtime": Provide(_provide_runtime, sync_to_thread=False)},
         plugins=[problem_plugin(), StrictBodyPlugin()],

@@ -29,6 +29,37 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 REPLAYED_HEADER = "idempotent-replayed"
 
 
+def idempotent_request(
+    request: Request[Any, Any, Any], body: msgspec.Struct | None, *, scope: str, required: bool
+) -> IdempotentRequest | None:
+    """Return the request's key and fingerprint, or None when no key was sent."""
+    key = check_key(request.headers.get(IDEMPOTENCY_HEADER), required=required)
+    if key is None:
+        return None
+    return IdempotentRequest(
+        scope=scope,
+        key=key,
+        fingerprint=fingerprint(request.method, request.url.path, canonical_body(body)),
+    )
+
+
+def replay_if_done(runtime: Runtime, idem: IdempotentRequest | None) -> Response[bytes] | None:
+    """Return the stored response if this key's request already finished (else None)."""
+    if idem is None:
+        return None
+    stored = runtime.db.run(
+        lambda s: runtime.idempotency.peek(s, idem, runtime.clock.now()), read_only=True
+    )
+    if stored is None:
+        return None
+    return Response(
+        stored.body,
+        status_code=stored.status,
+        media_type=stored.content_type,
+        headers={REPLAYED_HEADER: "true"},
+    )
+
+
 def respond_idempotently(
     request: Request[Any, Any, Any],
     runtime: Runtime,
@@ -40,17 +71,12 @@ def respond_idempotently(
     work: Callable[[Session], msgspec.Struct],
 ) -> Response[bytes]:
     """Run ``work`` at most once per (``scope``, Idempotency-Key) and answer with its result."""
-    key = check_key(request.headers.get(IDEMPOTENCY_HEADER), required=required)
-    if key is None:
+    idem = idempotent_request(request, body, scope=scope, required=required)
+    if idem is None:
         result = runtime.db.run(work)
         return Response(
             msgspec.json.encode(result), status_code=status_code, media_type="application/json"
         )
-    idem = IdempotentRequest(
-        scope=scope,
-        key=key,
-        fingerprint=fingerprint(request.method, request.url.path, canonical_body(body)),
-    )
 
     def rendered(session: Session) -> StoredResponse:
         return StoredResponse(status_code, msgspec.json.encode(work(session)), "application/json")

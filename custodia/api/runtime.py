@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
+from sqlalchemy.orm import Session
+
+from custodia import kyc
 from custodia.access import AccessPolicy
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
 from custodia.core import audit
+from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import Clock, SystemClock
 from custodia.core.db import Database
 from custodia.core.idempotency import IdempotencyStore
@@ -25,13 +29,18 @@ from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.core.settings import Settings
 from custodia.core.vault import BlindIndexer, PiiSchema, Vault
 from custodia.core.worker import PeriodicJob, Worker
+from custodia.kyc import rescreening
+from custodia.kyc.models import INDEX_COLUMNS as KYC_INDEX_COLUMNS
+from custodia.kyc.models import PII_COLUMNS as KYC_PII_COLUMNS
 
 _log = get_logger("custodia.security")
 
 
 def pii_schema() -> PiiSchema:
     """Every encrypted and blind-indexed column of the service, from every package."""
-    return PiiSchema(encrypted=(*ACCESS_PII_COLUMNS,), indexes=())
+    return PiiSchema(
+        encrypted=(*ACCESS_PII_COLUMNS, *KYC_PII_COLUMNS), indexes=(*KYC_INDEX_COLUMNS,)
+    )
 
 
 @dataclass
@@ -50,6 +59,9 @@ class Runtime:
     blind_index: BlindIndexer = field(init=False)
     hasher: SecretHasher = field(init=False)
     access_policy: AccessPolicy = field(init=False)
+    screener: kyc.Screener = field(init=False)
+    risk_model: kyc.RiskModel = field(init=False)
+    channels: kyc.ChannelRouter = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -62,6 +74,15 @@ class Runtime:
             concurrency=s.kdf_concurrency,
         )
         self.access_policy = AccessPolicy.from_settings(s)
+        self.screener = kyc.Screener(s.screening_threshold)
+        self.risk_model = kyc.load_model(s.risk_model)
+        self.channels = kyc.ChannelRouter.from_config(
+            s.verification_channels, production=s.is_production
+        )
+        for event_type, consumer in rescreening.consumers(
+            self.kyc_services, batch=s.rescreen_batch
+        ).items():
+            self.consumers.register(event_type, f"kyc.{event_type}", consumer)
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,
@@ -85,6 +106,51 @@ class Runtime:
     def outbox_backlog(self) -> OutboxBacklog:
         """Return the outbox backlog now (for /metrics)."""
         return self.db.run(lambda s: backlog(s, self.clock.now()), read_only=True)
+
+    def today(self, now: datetime) -> date:
+        """Return the institution's calendar day at ``now`` (limits and periods use it)."""
+        return now.astimezone(self.settings.tz).date()
+
+    def kyc_services(self, ctx: Context) -> kyc.Services:
+        """Return the collaborators of a KYC command run at ``ctx.now``."""
+        s = self.settings
+        return kyc.Services(
+            vault=self.vault,
+            blind_index=self.blind_index,
+            screener=self.screener,
+            risk_model=self.risk_model,
+            ids=self.ids,
+            today=self.today(ctx.now),
+            policy=kyc.RatingPolicy(
+                notice_days=s.kyc_expiry_notice_days, grace_days=s.kyc_expiry_grace_days
+            ),
+        )
+
+    def identification_policy(self) -> kyc.IdentificationPolicy:
+        """Return the periods of continuous identification (settings)."""
+        s = self.settings
+        return kyc.IdentificationPolicy(
+            notice_days=s.kyc_expiry_notice_days,
+            grace_days=s.kyc_expiry_grace_days,
+            reverify_years=(
+                ("high", s.kyc_reverify_years_high),
+                ("medium", s.kyc_reverify_years_medium),
+                ("low", s.kyc_reverify_years_low),
+            ),
+        )
+
+    def kyc_review(self) -> int:
+        """Run continuous identification until a pass finds nothing more to do (K7)."""
+        policy = self.identification_policy()
+
+        def one_pass(session: Session) -> kyc.ReviewResult:
+            ctx = Context(SYSTEM, self.clock.now(), None)
+            return kyc.review(session, ctx=ctx, services=self.kyc_services(ctx), policy=policy)
+
+        total = 0
+        while done := self.db.run(one_pass).total():
+            total += done
+        return total
 
     def audit_pending(self) -> audit.PendingState:
         """Return how far audit sealing lags (for /metrics)."""
@@ -129,6 +195,7 @@ class Runtime:
             outbox=self.outbox_processor(),
             periodic=[
                 PeriodicJob("audit_seal", self.settings.audit_seal_interval_s, self.seal_audit),
+                PeriodicJob("kyc_review", self.settings.kyc_review_interval_s, self.kyc_review),
                 PeriodicJob("maintenance", self.settings.maintenance_interval_s, self.maintenance),
             ],
             poll_interval_s=self.settings.outbox_poll_interval_s,

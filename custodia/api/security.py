@@ -53,6 +53,13 @@ ALL_ROLES = frozenset(Role)
 #: Roles that review the audit trail: auditors and compliance officers and above.
 AUDIT_READERS = frozenset({Role.AUDITOR, Role.COMPLIANCE_OFFICER, Role.COMPLIANCE_LEAD, Role.ADMIN})
 
+ONBOARDING = frozenset({Role.ONBOARDING_APP})
+#: Compliance officers and their lead handle customers' cases.
+OFFICERS = frozenset({Role.COMPLIANCE_OFFICER, Role.COMPLIANCE_LEAD})
+LEADS = frozenset({Role.COMPLIANCE_LEAD})
+#: Staff who may read customer records (masked): officers, leads and auditors.
+CUSTOMER_READERS = OFFICERS | {Role.AUDITOR}
+
 #: Every route of the API by operation id → who may call it. The one place to look.
 ROUTE_ACCESS: dict[str, Access] = {
     # operations
@@ -67,6 +74,22 @@ ROUTE_ACCESS: dict[str, Access] = {
     # audit trail
     "audit_events_list": Access(AUDIT_READERS),
     "audit_verify": Access(AUDIT_READERS),
+    # customers (KYC): onboarding apps register and read their own; compliance reads all
+    "customers_create": Access(ONBOARDING),
+    "customers_find": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_get": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_update": Access(ONBOARDING),
+    "customers_verify": Access(ONBOARDING),
+    "customers_verifications": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_risk": Access(ONBOARDING | CUSTOMER_READERS),
+    # The history includes alerts and staff actions: not for the customer-facing app
+    # (no tipping-off, AML Law).
+    "customers_timeline": Access(CUSTOMER_READERS),
+    "customers_reveal": Access(OFFICERS),
+    # watchlists and screening
+    "aml_watchlists_upload": Access(LEADS),
+    "aml_watchlists_list": Access(CUSTOMER_READERS),
+    "aml_screen": Access(OFFICERS),
 }
 
 

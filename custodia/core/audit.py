@@ -74,6 +74,17 @@ class AuditAction(StrEnum):
     KEYS_ROTATED = "core:keys:rotated"
     KEYS_REENCRYPTED = "core:keys:reencrypted"
     KEYS_REINDEXED = "core:keys:reindexed"
+    CUSTOMER_REGISTERED = "kyc:customer:registered"
+    CUSTOMER_UPDATED = "kyc:customer:updated"
+    CUSTOMER_VERIFICATION = "kyc:customer:verification"
+    CUSTOMER_ACTIVATED = "kyc:customer:activated"
+    CUSTOMER_RESTRICTED = "kyc:customer:restricted"
+    CUSTOMER_RISK_RATED = "kyc:customer:risk_rated"
+    CUSTOMER_SCREENED = "kyc:customer:screened"
+    CUSTOMER_PII_REVEALED = "kyc:customer:pii_revealed"
+    CUSTOMER_DOCUMENT_EXPIRING = "kyc:customer:document_expiring"
+    CUSTOMER_REVERIFICATION_DUE = "kyc:customer:reverification_due"
+    WATCHLIST_UPLOADED = "kyc:watchlist:uploaded"
 
 
 def canonical_details(details: Mapping[str, Any] | None) -> str:

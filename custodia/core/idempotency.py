@@ -125,6 +125,19 @@ class IdempotencyStore:
             return self._take_over_expired(session, request, now)
         return _replay(record, request)
 
+    def peek(
+        self, session: Session, request: IdempotentRequest, now: datetime
+    ) -> StoredResponse | None:
+        """Return the stored response of a finished request under the key, claiming nothing.
+
+        For operations that talk to the outside world before their transaction (a
+        verification channel): a retry of a finished request must not ask again.
+        """
+        record = session.get(IdempotencyRecord, (request.scope, request.key))
+        if record is None or record.expires_at <= now:
+            return None
+        return _replay(record, request)
+
     def complete(
         self, session: Session, request: IdempotentRequest, response: StoredResponse
     ) -> None:

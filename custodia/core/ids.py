@@ -33,6 +33,9 @@ class IdPrefix(StrEnum):
     REQUEST = "req"
     STAFF = "stf"
     CLIENT = "cli"
+    PARTY = "pty"
+    VERIFICATION = "ver"
+    SCREENING_HIT = "hit"
 
 
 # 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.

@@ -78,6 +78,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     login_lockout_minutes: PositiveFloat = 15.0
     audit_seal_interval_s: PositiveFloat = 1.0
     audit_seal_batch: PositiveInt = 2000
+    verification_channels: str = ""
+    screening_threshold: Annotated[int, msgspec.Meta(ge=50, le=100)] = 85
+    risk_model: str = ""
+    kyc_expiry_notice_days: PositiveInt = 30
+    kyc_expiry_grace_days: PositiveInt = 30
+    kyc_reverify_years_high: PositiveInt = 1
+    kyc_reverify_years_medium: PositiveInt = 2
+    kyc_reverify_years_low: PositiveInt = 3
+    kyc_review_interval_s: PositiveFloat = 3600.0
+    rescreen_batch: PositiveInt = 200
 
     def __post_init__(self) -> None:
         for field in self.__struct_fields__:
@@ -102,6 +112,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         shown = {field: getattr(self, field) for field in self.__struct_fields__}
         shown["database_url"] = _hide_password(self.database_url)
         shown["keys_json"] = "<set>" if self.keys_json else ""
+        shown["verification_channels"] = "<set>" if self.verification_channels else ""
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     # Derived values: computed, never stored twice.

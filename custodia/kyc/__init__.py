@@ -1,1 +1,102 @@
-"""kyc."""
+"""Know your customer: real-name onboarding, verification, screening, rating (Chapter 2).
+
+The public face of the package; see each module for the rules it enforces.
+"""
+
+from custodia.kyc.customers import (
+    CustomerView,
+    PartyView,
+    find_by_document,
+    find_by_phone,
+    is_visible,
+    load,
+    max_account_class,
+    reveal,
+    timeline,
+    view,
+    visible_to,
+)
+from custodia.kyc.errors import (
+    ChannelNotConfigured,
+    ChannelUnavailable,
+    CustomerClosed,
+    CustomerExists,
+    DocumentExpired,
+    InvalidIdentity,
+    InvalidWatchlist,
+)
+from custodia.kyc.monitoring import IdentificationPolicy, ReviewResult, review
+from custodia.kyc.onboarding import (
+    DocumentRenewal,
+    OwnerData,
+    PersonData,
+    RegisterCorporate,
+    RegisterIndividual,
+    Services,
+    UpdateCustomer,
+    register_corporate,
+    register_individual,
+    update,
+)
+from custodia.kyc.rating import RatingPolicy, RiskModel, load_model
+from custodia.kyc.verification import (
+    ChannelRouter,
+    HttpAdapter,
+    PreparedVerification,
+    SandboxAdapter,
+    VerificationView,
+    list_verifications,
+    prepare_verification,
+    record_verification,
+    verify_customer,
+)
+from custodia.kyc.watchlists import Screener, UploadedList, upload
+
+__all__ = [
+    "ChannelNotConfigured",
+    "ChannelRouter",
+    "ChannelUnavailable",
+    "CustomerClosed",
+    "CustomerExists",
+    "CustomerView",
+    "DocumentExpired",
+    "DocumentRenewal",
+    "HttpAdapter",
+    "IdentificationPolicy",
+    "InvalidIdentity",
+    "InvalidWatchlist",
+    "OwnerData",
+    "PartyView",
+    "PersonData",
+    "PreparedVerification",
+    "RatingPolicy",
+    "RegisterCorporate",
+    "RegisterIndividual",
+    "ReviewResult",
+    "RiskModel",
+    "SandboxAdapter",
+    "Screener",
+    "Services",
+    "UpdateCustomer",
+    "UploadedList",
+    "VerificationView",
+    "find_by_document",
+    "find_by_phone",
+    "is_visible",
+    "list_verifications",
+    "load",
+    "load_model",
+    "max_account_class",
+    "prepare_verification",
+    "record_verification",
+    "register_corporate",
+    "register_individual",
+    "reveal",
+    "review",
+    "timeline",
+    "update",
+    "upload",
+    "verify_customer",
+    "view",
+    "visible_to",
+]

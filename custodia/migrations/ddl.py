@@ -7,7 +7,7 @@ same triggers.
 from __future__ import annotations
 
 #: Every append-only table of the current schema (a migration that adds one adds it here).
-APPEND_ONLY_TABLES = ("audit_events",)
+APPEND_ONLY_TABLES = ("audit_events", "verifications")
 
 REFUSE_FUNCTION_PG = """
 CREATE OR REPLACE FUNCTION custodia_refuse_change() RETURNS trigger
