@@ -271,6 +271,8 @@ def _corporate(data: CustomerIn) -> kyc.RegisterCorporate:
         )
         if value is None
     ]
+    if data.id_type != "uscc":
+        problems.append(FieldProblem("id_type", "must be uscc for a corporate customer"))
     if problems or data.legal_representative is None:
         raise InvalidIdentity(problems)
     return kyc.RegisterCorporate(

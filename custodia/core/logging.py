@@ -93,9 +93,15 @@ def _key_class(key: object) -> str | None:
     return None
 
 
+#: Most digits a masked value shows (``110101********1234``); anything with more is masked.
+_MASKED_MAX_DIGITS = 10
+
+
 def _mask_pii(value: object) -> str:
     text = str(value)
     digits = re.sub(r"\D", "", text)
+    if "***" in text and len(digits) <= _MASKED_MAX_DIGITS:
+        return text  # masked already (``138****5678``): masking again would lose the prefix
     if len(digits) >= 4:
         return "*" * max(len(text) - 4, 0) + text[-4:]
     return REDACTED

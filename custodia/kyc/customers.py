@@ -155,8 +155,12 @@ def rerate(
     today: date,
     policy: RatingPolicy,
     reason: str,
+    audit_change: bool = True,
 ) -> None:
-    """Recompute the customer's rating; record and audit it when level or score changed (K1)."""
+    """Recompute the customer's rating; record and audit it when level or score changed (K1).
+
+    ``audit_change`` is off for the first rating, which the registration event carries.
+    """
     channels = passed_channels(session, customer)
     occupation = decrypt_field(
         vault, "customers", customer.id, customer.occupation_enc, "occupation_enc"
@@ -193,7 +197,7 @@ def rerate(
     customer.risk_score = rating.score
     customer.risk_factors = rating.as_json()
     customer.rated_at = ctx.now
-    if before != (rating.level, rating.score):
+    if audit_change and before != (rating.level, rating.score):
         audit.record(
             session,
             ctx,

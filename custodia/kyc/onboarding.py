@@ -733,6 +733,7 @@ def _finish_registration(
         today=services.today,
         policy=services.policy,
         reason="registered",
+        audit_change=False,
     )
     id_number = decrypt_field(
         services.vault, "customers", customer.id, customer.id_number_enc, "id_number_enc"
@@ -750,6 +751,7 @@ def _finish_registration(
             "nationality": customer.nationality,
             "screening_status": customer.screening_status,
             "risk_level": customer.risk_level,
+            "risk_score": customer.risk_score,
         },
     )
     publish(

@@ -10,10 +10,12 @@ Normalising
 Scoring
     The name score is the best rapidfuzz ratio (0–100) between the query's keys and a
     listed name's or alias's keys. When both sides are written in Han characters and the
-    characters differ, a pinyin match is a homophone, not the same name: it loses 15
+    characters differ, a pinyin match is a homophone, not the same name: it loses 20
     points unless the characters themselves score higher. A known date of birth that agrees
-    with the entry (to the entry's precision) adds 10, one that contradicts it takes 20; a
-    nationality adds 5 or takes 10. A match is a score at or above the threshold
+    with the entry adds 5 (2 when the entry gives only a year or month), one that
+    contradicts it takes 25; a nationality adds 3 or takes 10. The additions are small on
+    purpose: they tip a close name over, never a different one; a contradiction is strong
+    evidence of another person. A match is a score at or above the threshold
     (``CUSTODIA_SCREENING_THRESHOLD``, 85 by default).
 
 Speed
@@ -33,6 +35,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import msgspec
 from pypinyin import lazy_pinyin
@@ -40,11 +43,15 @@ from rapidfuzz import fuzz, process
 
 from custodia.kyc.errors import InvalidWatchlist
 
-DOB_AGREES = 10
-DOB_CONTRADICTS = -20
-NATIONALITY_AGREES = 5
+#: A small synthetic list for development (invented names only: no real person's data).
+SAMPLE_LIST = Path(__file__).parent / "data" / "sample_watchlist.jsonl"
+
+DOB_AGREES = 5  # the full date agrees; a year (or year and month) alone adds DOB_PARTIAL
+DOB_PARTIAL = 2
+DOB_CONTRADICTS = -25
+NATIONALITY_AGREES = 3
 NATIONALITY_CONTRADICTS = -10
-HOMOPHONE_PENALTY = 15
+HOMOPHONE_PENALTY = 20
 
 
 def _is_han(ch: str) -> bool:
@@ -62,6 +69,9 @@ class NameKeys:
     sorted_key: str
     compact_key: str
     han: str  # the Han characters alone ("" if none)
+    #: For a Han name, its pinyin with the family name last, run together: the Western
+    #: order people write Chinese names in ("Guiying Tang" for 汤桂英).
+    given_first_key: str = ""
 
 
 def name_keys(name: str) -> NameKeys:
@@ -90,7 +100,8 @@ def name_keys(name: str) -> NameKeys:
             else:
                 flush()
     flush()
-    return NameKeys(" ".join(sorted(tokens)), "".join(tokens), "".join(han))
+    given_first = "".join(tokens[1:] + tokens[:1]) if han and len(tokens) > 1 else ""
+    return NameKeys(" ".join(sorted(tokens)), "".join(tokens), "".join(han), given_first)
 
 
 def name_score(query: NameKeys, listed: NameKeys) -> int:
@@ -98,6 +109,7 @@ def name_score(query: NameKeys, listed: NameKeys) -> int:
     score = max(
         fuzz.ratio(query.sorted_key, listed.sorted_key),
         fuzz.ratio(query.compact_key, listed.compact_key),
+        fuzz.ratio(query.compact_key, listed.given_first_key) if listed.given_first_key else 0,
     )
     if query.han and listed.han and query.han != listed.han:
         score = max(fuzz.ratio(query.han, listed.han), score - HOMOPHONE_PENALTY)
@@ -108,7 +120,9 @@ def dob_adjustment(query: date | None, listed: str | None) -> int:
     """Return how a date of birth moves the score (the entry may give only year or month)."""
     if query is None or not listed:
         return 0
-    return DOB_AGREES if query.isoformat().startswith(listed) else DOB_CONTRADICTS
+    if not query.isoformat().startswith(listed):
+        return DOB_CONTRADICTS
+    return DOB_AGREES if len(listed) == len("YYYY-MM-DD") else DOB_PARTIAL
 
 
 def nationality_adjustment(query: str | None, listed: str | None) -> int:
@@ -221,6 +235,7 @@ class ScreeningIndex:
         self._row_tokens: list[frozenset[str]] = []
         self._sorted: list[str] = []
         self._compacts: list[str] = []
+        self._given_first: list[str] = []
         for position, entry in enumerate(entries):
             for name in (entry.name, *entry.aliases):
                 keys = name_keys(name)
@@ -234,9 +249,12 @@ class ScreeningIndex:
                 self._row_tokens.append(tokens)
                 self._sorted.append(keys.sorted_key)
                 self._compacts.append(keys.compact_key)
+                self._given_first.append(keys.given_first_key)
                 for token in tokens:
                     self._vocabulary.add(token, row)
                 self._compact.setdefault(keys.compact_key, []).append(row)
+                if keys.given_first_key:
+                    self._compact.setdefault(keys.given_first_key, []).append(row)
 
     def _candidates(self, query: NameKeys) -> set[int]:
         vocabulary = self._vocabulary
@@ -286,7 +304,12 @@ class ScreeningIndex:
         cutoff = threshold - (DOB_AGREES if date_of_birth else 0)
         cutoff -= NATIONALITY_AGREES if nationality else 0
         passing: set[int] = set()
-        for key, column in ((query.sorted_key, self._sorted), (query.compact_key, self._compacts)):
+        columns = (
+            (query.sorted_key, self._sorted),
+            (query.compact_key, self._compacts),
+            (query.compact_key, self._given_first),
+        )
+        for key, column in columns:
             choices = [column[row] for row in rows]
             for _choice, _score, position in process.extract(
                 key, choices, scorer=fuzz.ratio, score_cutoff=cutoff, limit=None
