@@ -218,3 +218,9 @@ def test_audit_checkpoint_and_verify(ready_env: dict[str, str], tmp_path: Path) 
     assert failed.returncode == 1
     report = json.loads(failed.stdout)
     assert (report["ok"], report["failure"], report["first_bad_seq"]) == (False, "modified", 1)
+
+
+def test_watchlists_load_the_sample(ready_env: dict[str, str]) -> None:
+    loaded = _json_line(run("watchlists", "load", "--sample", "--json", env=ready_env))
+    assert loaded == {"lists": [{"list_id": "SYNTHETIC-SAMPLE", "version": 1, "entries": 24}]}
+    _one_clear_line(run("watchlists", "load", env=ready_env), "PATH or pass --sample")

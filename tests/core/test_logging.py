@@ -606,3 +606,17 @@ def test_rendered_traceback_is_masked(render: Callable[..., Rendered], fmt: str,
     if fmt == "json":
         (record,) = out.records()
         assert "110105********002X" in record["exception"]
+
+
+def test_values_masked_already_are_kept_and_unmasked_ones_are_masked(
+    render: Callable[..., Rendered],
+) -> None:
+    """Masking twice would hide the prefix that lets a reader recognise their own data."""
+    out = render("json")
+    get_logger(LOGGER_NAME).info(
+        "update", phone="138****5678", id_number="110101********1234", mobile="13812345678***"
+    )
+    text = out.text
+    assert "138****5678" in text
+    assert "110101********1234" in text
+    assert "13812345678" not in text
