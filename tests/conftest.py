@@ -225,6 +225,8 @@ def make_settings(tmp: Path, database_url: str, **overrides: object) -> Settings
         # scrypt at its production cost (128 MiB, ~0.4 s) would make the suite crawl; the
         # parameters are stored with each hash, so tests of rehashing still mean something.
         "scrypt_log2_n": 4,
+        # Tests upload a list and screen at once: look at the lists' version every time.
+        "screening_list_check_s": 0,
     }
     values.update(overrides)
     return load_settings({}, **values)

@@ -405,15 +405,16 @@ class CustomersController(Controller):
                 customer = kyc.register_individual(session, command, ctx=ctx, services=services)
             return customer_out(customer)
 
-        return respond_idempotently(
-            request,
-            runtime,
-            data,
-            scope=_scope(request),
-            required=False,
-            status_code=201,
-            work=work,
-        )
+        with kyc.duplicate_documents_refused():
+            return respond_idempotently(
+                request,
+                runtime,
+                data,
+                scope=_scope(request),
+                required=False,
+                status_code=201,
+                work=work,
+            )
 
     @get("/", operation_id="customers_find", sync_to_thread=True, summary="Find customers")
     def find(

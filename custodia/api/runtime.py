@@ -74,7 +74,9 @@ class Runtime:
             concurrency=s.kdf_concurrency,
         )
         self.access_policy = AccessPolicy.from_settings(s)
-        self.screener = kyc.Screener(s.screening_threshold)
+        self.screener = kyc.Screener(
+            s.screening_threshold, check_interval_s=s.screening_list_check_s
+        )
         self.risk_model = kyc.load_model(s.risk_model)
         self.channels = kyc.ChannelRouter.from_config(
             s.verification_channels, production=s.is_production

@@ -158,7 +158,7 @@ class ScreeningController(Controller):
                 raise InvalidIdentity(problems)
         matches = runtime.db.run(
             lambda s: runtime.screener.screen(
-                s, data.name, date_of_birth=data.date_of_birth, nationality=nationality
+                s, data.name, date_of_birth=data.date_of_birth, nationality=nationality, fresh=True
             ),
             read_only=True,
         )

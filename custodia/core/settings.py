@@ -80,6 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     audit_seal_batch: PositiveInt = 2000
     verification_channels: str = ""
     screening_threshold: Annotated[int, msgspec.Meta(ge=50, le=100)] = 85
+    screening_list_check_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     risk_model: str = ""
     kyc_expiry_notice_days: PositiveInt = 30
     kyc_expiry_grace_days: PositiveInt = 30

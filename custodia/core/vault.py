@@ -149,6 +149,11 @@ class BlindIndexer:
         key = self._field_key(field_name, key_id or self.primary_key_id)
         return hmac.new(key, normalise(value).encode("utf-8"), hashlib.sha256).hexdigest()
 
+    @property
+    def rotating(self) -> bool:
+        """Return whether older index keys are still in the ring (a reindex may be due)."""
+        return len(self._secrets) > 1
+
     def candidates(self, field_name: str, value: str) -> list[str]:
         """Return the index under every key of the ring, primary first (for lookups)."""
         others = sorted(k for k in self._secrets if k != self.primary_key_id)

@@ -19,8 +19,9 @@ Everything happens in the caller's unit of work: a refusal leaves nothing behind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -41,7 +42,9 @@ from custodia.kyc.customers import (
     DOCUMENT_INDEX,
     PHONE_INDEX,
     CustomerView,
+    PartyView,
     decrypt_field,
+    document_state,
     document_value,
     load,
     masked_snapshot,
@@ -56,7 +59,8 @@ from custodia.kyc.errors import (
     InvalidIdentity,
 )
 from custodia.kyc.models import Customer, CustomerParty, ScreeningHit
-from custodia.kyc.rating import RatingPolicy, RiskModel
+from custodia.kyc.rating import RatingPolicy, RiskInputs, RiskModel, rate
+from custodia.kyc.screening import Match
 from custodia.kyc.watchlists import Screener
 
 CUSTOMER_REGISTERED = "kyc.customer_registered"
@@ -303,16 +307,57 @@ def _existing_document(session: Session, indexer: BlindIndexer, value: str) -> b
 # ----------------------------------------------------------------------------- screening
 
 
+def _add_hit(
+    session: Session,
+    customer: Customer,
+    match: Match,
+    *,
+    party_id: str,
+    subject: str,
+    ctx: Context,
+    ids: IdGenerator,
+) -> None:
+    hit_id = ids.new(IdPrefix.SCREENING_HIT)
+    session.add(
+        ScreeningHit(
+            id=hit_id,
+            customer_id=customer.id,
+            party_id=party_id,
+            subject=subject,
+            list_id=match.entry.list_id,
+            entry_key=match.entry.key[:200],
+            matched_name=match.matched_name[:300],
+            score=match.score,
+            status="open",
+            created_at=ctx.now,
+        )
+    )
+    publish(
+        session,
+        SCREENING_HIT,
+        {
+            "hit_id": hit_id,
+            "customer_id": customer.id,
+            "subject": subject,
+            "list_id": match.entry.list_id,
+            "score": match.score,
+        },
+        ids=ids,
+        now=ctx.now,
+    )
+
+
 def _record_hits(
     session: Session,
     customer: Customer,
-    matches: Sequence[Any],
+    matches: Sequence[Match],
     *,
     party_id: str,
     subject: str,
     ctx: Context,
     ids: IdGenerator,
 ) -> int:
+    """Record the matches not recorded before (a cleared hit stays cleared); return how many."""
     recorded = 0
     for match in matches:
         exists = session.execute(
@@ -322,37 +367,9 @@ def _record_hits(
                 ScreeningHit.entry_key == match.entry.key,
             )
         ).first()
-        if exists is not None:
-            continue
-        hit_id = ids.new(IdPrefix.SCREENING_HIT)
-        session.add(
-            ScreeningHit(
-                id=hit_id,
-                customer_id=customer.id,
-                party_id=party_id,
-                subject=subject,
-                list_id=match.entry.list_id,
-                entry_key=match.entry.key[:200],
-                matched_name=match.matched_name[:300],
-                score=match.score,
-                status="open",
-                created_at=ctx.now,
-            )
-        )
-        publish(
-            session,
-            SCREENING_HIT,
-            {
-                "hit_id": hit_id,
-                "customer_id": customer.id,
-                "subject": subject,
-                "list_id": match.entry.list_id,
-                "score": match.score,
-            },
-            ids=ids,
-            now=ctx.now,
-        )
-        recorded += 1
+        if exists is None:
+            _add_hit(session, customer, match, party_id=party_id, subject=subject, ctx=ctx, ids=ids)
+            recorded += 1
     return recorded
 
 
@@ -384,6 +401,7 @@ def screen_customer(
             subject.name,
             date_of_birth=subject.date_of_birth,
             nationality=subject.nationality,
+            fresh=True,
         )
         new_hits += _record_hits(
             session,
@@ -435,6 +453,13 @@ def register_individual(
     if problems:
         raise InvalidIdentity(problems)
     _not_expired(person.valid_until, "id_valid_until", services.today)
+    personal = {
+        "date_of_birth": person.date_of_birth.isoformat() if person.date_of_birth else None,
+        "gender": person.gender.value if person.gender else None,
+        "phone": person.phone,
+        "address": person.address,
+        "occupation": person.occupation,
+    }
     customer = _new_customer(
         session,
         customer_type="individual",
@@ -446,19 +471,16 @@ def register_individual(
         nationality=person.nationality,
         ctx=ctx,
         services=services,
-        personal={
-            "date_of_birth": person.date_of_birth.isoformat() if person.date_of_birth else None,
-            "gender": person.gender.value if person.gender else None,
-            "phone": person.phone,
-            "address": person.address,
-            "occupation": person.occupation,
-        },
+        personal=personal,
         phone=person.phone,
     )
     subjects = [
         ScreeningSubject("", "customer", person.name, person.date_of_birth, person.nationality)
     ]
-    return _finish_registration(session, customer, subjects, ctx=ctx, services=services)
+    plain = {"name": person.name, "id_number": person.id_number, **personal}
+    return _finish_registration(
+        session, customer, subjects, ctx=ctx, services=services, plain=plain
+    )
 
 
 def register_corporate(
@@ -507,8 +529,8 @@ def register_corporate(
         business_scope=scope,
     )
     subjects = [ScreeningSubject("", "customer", name, None, nationality)]
-    rep_id = _add_party(
-        session,
+    parties: list[tuple[CustomerParty, PartyView]] = []
+    representative_party = _new_party(
         customer,
         role="legal_representative",
         name=representative.name,
@@ -522,9 +544,10 @@ def register_corporate(
         ownership=None,
         services=services,
     )
+    parties.append(representative_party)
     subjects.append(
         ScreeningSubject(
-            rep_id,
+            representative_party[0].id,
             "legal_representative",
             representative.name,
             representative.date_of_birth,
@@ -532,8 +555,7 @@ def register_corporate(
         )
     )
     for owner in owners:
-        owner_id = _add_party(
-            session,
+        owner_party = _new_party(
             customer,
             role="beneficial_owner",
             name=owner.name,
@@ -547,12 +569,20 @@ def register_corporate(
             ownership=owner.ownership,
             services=services,
         )
+        parties.append(owner_party)
         subjects.append(
             ScreeningSubject(
-                owner_id, "beneficial_owner", owner.name, owner.date_of_birth, owner.nationality
+                owner_party[0].id,
+                "beneficial_owner",
+                owner.name,
+                owner.date_of_birth,
+                owner.nationality,
             )
         )
-    return _finish_registration(session, customer, subjects, ctx=ctx, services=services)
+    plain = {"name": name, "id_number": number, "address": address}
+    return _finish_registration(
+        session, customer, subjects, ctx=ctx, services=services, plain=plain, parties=parties
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,13 +645,15 @@ def _new_customer(
     business_scope: str | None = None,
 ) -> Customer:
     value = document_value(id_type.value, id_number)
-    if _existing_document(session, services.blind_index, value):
+    # The UNIQUE index refuses a second row under the same index key at commit; only while
+    # an index key is being rotated can the same document sit under an older key.
+    if services.blind_index.rotating and _existing_document(session, services.blind_index, value):
         raise CustomerExists
     customer_id = services.ids.new(IdPrefix.CUSTOMER)
     encrypted = _encrypt(
         services.vault, "customers", customer_id, name=name, id_number=id_number, **personal
     )
-    customer = Customer(
+    return Customer(
         id=customer_id,
         type=customer_type,
         status="pending_verification",
@@ -645,14 +677,6 @@ def _new_customer(
         updated_at=ctx.now,
         **{column: encrypted.get(column) for column in _CUSTOMER_BLOBS},
     )
-    session.add(customer)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # Another registration of the same document committed first (UNIQUE blind index).
-        raise CustomerExists from None
-    return customer
 
 
 _CUSTOMER_BLOBS = (
@@ -666,8 +690,7 @@ _CUSTOMER_BLOBS = (
 )
 
 
-def _add_party(
-    session: Session,
+def _new_party(
     customer: Customer,
     *,
     role: str,
@@ -681,7 +704,8 @@ def _add_party(
     phone: str | None,
     ownership: Decimal | None,
     services: Services,
-) -> str:
+) -> tuple[CustomerParty, PartyView]:
+    """Return a legal representative's or owner's row and its view (nothing written yet)."""
     party_id = services.ids.new(IdPrefix.PARTY)
     encrypted = _encrypt(
         services.vault,
@@ -693,23 +717,30 @@ def _add_party(
         gender=gender,
         phone=phone,
     )
-    session.add(
-        CustomerParty(
-            id=party_id,
-            customer_id=customer.id,
-            role=role,
-            id_type=id_type.value,
-            document_index=services.blind_index.compute(
-                DOCUMENT_INDEX, document_value(id_type.value, id_number)
-            ),
-            id_valid_until=valid_until,
-            nationality=nationality,
-            ownership_bp=int(ownership * 100) if ownership is not None else None,
-            screening_status="not_screened",
-            **encrypted,
-        )
+    party = CustomerParty(
+        id=party_id,
+        customer_id=customer.id,
+        role=role,
+        id_type=id_type.value,
+        document_index=services.blind_index.compute(
+            DOCUMENT_INDEX, document_value(id_type.value, id_number)
+        ),
+        id_valid_until=valid_until,
+        nationality=nationality,
+        ownership_bp=int(ownership * 100) if ownership is not None else None,
+        screening_status="not_screened",
+        **encrypted,
     )
-    return party_id
+    return party, PartyView(
+        id=party_id,
+        role=role,
+        name=name,
+        id_type=id_type.value,
+        id_number=id_number,
+        nationality=nationality,
+        ownership_pct=ownership,
+        screening_status="not_screened",
+    )
 
 
 def _finish_registration(
@@ -719,25 +750,73 @@ def _finish_registration(
     *,
     ctx: Context,
     services: Services,
+    plain: dict[str, Any],
+    parties: Sequence[tuple[CustomerParty, PartyView]] = (),
 ) -> CustomerView:
-    session.flush()
-    screen_customer(
-        session, customer, subjects, screener=services.screener, ctx=ctx, ids=services.ids
+    """Screen, rate, and write the new customer with its events in one flush at commit.
+
+    Everything is decided before the first write, so that the whole registration costs a
+    handful of statements; a second registration of the same document is refused by the
+    UNIQUE index at commit (see :func:`duplicate_documents_refused`).
+    """
+    party_objects = {party.id: party for party, _ in parties}
+    hits = 0
+    for subject in subjects:
+        matches = services.screener.screen(
+            session,
+            subject.name,
+            date_of_birth=subject.date_of_birth,
+            nationality=subject.nationality,
+        )
+        for match in matches:
+            _add_hit(
+                session,
+                customer,
+                match,
+                party_id=subject.party_id,
+                subject=subject.subject,
+                ctx=ctx,
+                ids=services.ids,
+            )
+        hits += len(matches)
+        if subject.party_id:
+            party_objects[subject.party_id].screening_status = (
+                "potential_match" if matches else "clear"
+            )
+    customer.screening_status = "potential_match" if hits else "clear"
+    rating = rate(
+        RiskInputs(
+            corporate=customer.type == "corporate",
+            financial_institution=customer.financial_institution,
+            external_channels=0,
+            in_person=False,
+            occupation=plain.get("occupation"),
+            nationality=customer.nationality,
+            screening_status=customer.screening_status,
+            document_state=document_state(
+                customer.id_valid_until,
+                services.today,
+                notice_days=services.policy.notice_days,
+                grace_days=services.policy.grace_days,
+            ),
+            transaction_behaviour=None,
+            relationship_days=0,
+        ),
+        services.risk_model,
     )
-    rerate(
-        session,
-        customer,
-        vault=services.vault,
-        model=services.risk_model,
-        ctx=ctx,
-        today=services.today,
-        policy=services.policy,
-        reason="registered",
-        audit_change=False,
-    )
-    id_number = decrypt_field(
-        services.vault, "customers", customer.id, customer.id_number_enc, "id_number_enc"
-    )
+    customer.risk_level, customer.risk_score = rating.level, rating.score
+    customer.risk_factors = rating.as_json()
+    session.add(customer)
+    session.add_all(party for party, _ in parties)
+    if hits:
+        audit.record(
+            session,
+            ctx,
+            AuditAction.CUSTOMER_SCREENED,
+            target=customer.id,
+            customer_id=customer.id,
+            details={"new_hits": hits, "screening_status": customer.screening_status},
+        )
     audit.record(
         session,
         ctx,
@@ -747,7 +826,7 @@ def _finish_registration(
         details={
             "type": customer.type,
             "id_type": customer.id_type,
-            "id_number": mask_id_number(id_number or ""),
+            "id_number": mask_id_number(plain["id_number"]),
             "nationality": customer.nationality,
             "screening_status": customer.screening_status,
             "risk_level": customer.risk_level,
@@ -761,8 +840,57 @@ def _finish_registration(
         ids=services.ids,
         now=ctx.now,
     )
-    session.flush()
-    return view(session, customer, vault=services.vault)
+    born = plain.get("date_of_birth")
+    return CustomerView(
+        id=customer.id,
+        type=customer.type,
+        status=customer.status,
+        restriction_reason=None,
+        name=plain["name"],
+        id_type=customer.id_type,
+        id_number=plain["id_number"],
+        id_valid_from=customer.id_valid_from,
+        id_valid_until=customer.id_valid_until,
+        nationality=customer.nationality,
+        date_of_birth=date.fromisoformat(born) if born else None,
+        gender=plain.get("gender"),
+        phone=plain.get("phone"),
+        address=plain.get("address"),
+        occupation=plain.get("occupation"),
+        industry=customer.industry,
+        business_scope=customer.business_scope,
+        financial_institution=customer.financial_institution,
+        screening_status=customer.screening_status,
+        risk_level=customer.risk_level,
+        risk_score=customer.risk_score,
+        verified_channels=(),
+        max_account_class=None,
+        reverification_due_on=None,
+        created_by=customer.created_by,
+        created_at=customer.created_at,
+        updated_at=customer.updated_at,
+        parties=tuple(
+            replace(view_, screening_status=party.screening_status) for party, view_ in parties
+        ),
+    )
+
+
+DOCUMENT_CONFLICT_MARKERS = ("uq_customers_document_index", "customers.document_index")
+
+
+@contextmanager
+def duplicate_documents_refused() -> Iterator[None]:
+    """Turn the UNIQUE document index's refusal at commit into CustomerExists (R1, Art. 6).
+
+    Wrap the unit of work that registers (or renews) a customer: when two registrations of
+    one document race, the database lets exactly one commit.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        if any(marker in str(exc.orig) for marker in DOCUMENT_CONFLICT_MARKERS):
+            raise CustomerExists from None
+        raise
 
 
 # ----------------------------------------------------------------------------- updating

@@ -10,7 +10,8 @@ per screening transaction.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -140,15 +141,32 @@ def load_index(session: Session, version: tuple[int, int]) -> ScreeningIndex:
 class Screener:
     """Screens names against the current lists, keeping the index between transactions."""
 
-    def __init__(self, threshold: int) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        *,
+        check_interval_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.threshold = threshold
+        self.check_interval_s = check_interval_s
+        self._monotonic = monotonic
+        self._checked_at = -float("inf")
         self._index: ScreeningIndex | None = None
         self._lock = threading.Lock()
 
-    def index(self, session: Session) -> ScreeningIndex:
-        """Return the index of the lists as ``session`` sees them (rebuilt when changed)."""
-        version = list_version(session)
+    def index(self, session: Session, *, fresh: bool = False) -> ScreeningIndex:
+        """Return the index of the lists (rebuilt when they changed).
+
+        Whether they changed is asked at most every ``check_interval_s`` (a new upload is
+        used within a second), or every time with ``fresh`` (re-screening after an upload).
+        """
         index = self._index
+        recently = self._monotonic() - self._checked_at < self.check_interval_s
+        if index is not None and recently and not fresh:
+            return index
+        version = list_version(session)
+        self._checked_at = self._monotonic()
         if index is not None and index.version == version:
             return index
         with self._lock:
@@ -163,9 +181,10 @@ class Screener:
         *,
         date_of_birth: date | None,
         nationality: str | None,
+        fresh: bool = False,
     ) -> list[Match]:
-        """Return the list entries ``name`` matches."""
-        return self.index(session).screen(
+        """Return the list entries ``name`` matches (``fresh``: against the lists as of now)."""
+        return self.index(session, fresh=fresh).screen(
             name,
             date_of_birth=date_of_birth,
             nationality=nationality,

@@ -81,7 +81,8 @@ def _register(runtime: Runtime, people: list[tuple[str, str]]) -> None:
             services=runtime.kyc_services(ctx),
         )
 
-    runtime.db.run(work)
+    with kyc.duplicate_documents_refused():
+        runtime.db.run(work)
 
 
 def _all_blobs(db: Database) -> dict[str, list[bytes]]:

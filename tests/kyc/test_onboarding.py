@@ -157,19 +157,27 @@ def test_two_concurrent_registrations_of_one_document_create_one_customer(
     runtime = committing_runtime
     key = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
     body = person_body()
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(2, timeout=20)
     statuses: list[int] = []
+    failures: list[BaseException] = []
+    # Apps are built here: Litestar's app construction imports lazily and is not thread-safe.
+    clients = [TestClient(create_app(settings, runtime=runtime)) for _ in range(2)]
 
-    def register() -> None:
-        with TestClient(create_app(settings, runtime=runtime)) as client:
+    def register(client: Client) -> None:
+        try:
             barrier.wait()
             statuses.append(_register(client, key, body).status_code)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+            barrier.abort()
 
-    threads = [threading.Thread(target=register) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    with clients[0], clients[1]:
+        threads = [threading.Thread(target=register, args=(c,), daemon=True) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert failures == []
     assert sorted(statuses) == [201, 409]
     count = runtime.db.run(
         lambda s: s.execute(select(func.count()).select_from(Customer)).scalar_one()
