@@ -39,8 +39,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from custodia.kyc.screening import ScreeningIndex  # noqa: E402
-from tests.kyc.corpus import make_corpus  # noqa: E402
+from custodia.kyc.screening import ScreeningIndex
+from tests.kyc.corpus import make_corpus
 
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
@@ -101,7 +101,9 @@ END;
 
 
 def _run(*args: str, env: dict[str, str]) -> str:
-    return subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=600).stdout  # noqa: S603
+    return subprocess.run(
+        args, env=env, check=True, capture_output=True, text=True, timeout=600
+    ).stdout
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -118,9 +120,11 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("server not ready")
 
 
-def _wrk(base: str, script: Path, connections: int, duration: int, key: str, offset: int) -> dict[str, float]:
+def _wrk(
+    base: str, script: Path, connections: int, duration: int, *, key: str, offset: int
+) -> dict[str, float]:
     env = {**os.environ, "CUSTODIA_BENCH_OFFSET": str(offset)}
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
          "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json", base],
         capture_output=True, text=True, check=True, env=env, timeout=duration + 60,
@@ -144,7 +148,7 @@ def _wrk(base: str, script: Path, connections: int, duration: int, key: str, off
 
 
 def _pgbench(url: str, script: Path, clients: int, duration: int) -> dict[str, float]:
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(duration), "-f", str(script), url],
         capture_output=True, text=True, check=True, timeout=duration + 60,
     ).stdout  # fmt: skip
@@ -196,9 +200,33 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         listing = var / "list.jsonl"
         with listing.open("w") as out:
             for e in entries:
-                out.write(json.dumps({"list_id": "BENCH", "name": e.name, "date_of_birth": e.date_of_birth, "nationality": e.nationality, "reference": e.reference}, ensure_ascii=False) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "list_id": "BENCH",
+                            "name": e.name,
+                            "date_of_birth": e.date_of_birth,
+                            "nationality": e.nationality,
+                            "reference": e.reference,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
         _run(custodia, "watchlists", "load", str(listing), env=env)
-        key = json.loads(_run(custodia, "clients", "create", "--kind", "onboarding_app", "--name", "bench", "--json", env=env))["key"]
+        key = json.loads(
+            _run(
+                custodia,
+                "clients",
+                "create",
+                "--kind",
+                "onboarding_app",
+                "--name",
+                "bench",
+                "--json",
+                env=env,
+            )
+        )["key"]
         # Only the one list version is screened against; drop the re-screen events it queued.
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DELETE FROM outbox_events")
@@ -208,14 +236,16 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         latencies = []
         for q in queries:
             started = time.perf_counter()
-            index.screen(q.name, date_of_birth=q.date_of_birth, nationality=q.nationality, threshold=85)
+            index.screen(
+                q.name, date_of_birth=q.date_of_birth, nationality=q.nationality, threshold=85
+            )
             latencies.append((time.perf_counter() - started) * 1000)
         latencies.sort()
         p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
 
         port = 18000 + secrets.randbelow(1000)
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(  # noqa: S603
+        server = subprocess.Popen(
             [custodia, "serve", "--port", str(port), "--workers", "2"], env=env, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -224,17 +254,20 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         script.write_text(LUA)
         anchor_script = var / "anchor.sql"
         anchor_script.write_text(PGBENCH_ONBOARDING)
-        _wrk(base, script, 4, 5, key, offset=900_000)  # warm-up: both workers build their index
+        _wrk(base, script, 4, 5, key=key, offset=900_000)  # warm-up: both workers build their index
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
         offset = 0
         for rnd in range(args.rounds):
             for conns in (8, 32):
-                cell = _wrk(base, script, conns, args.duration, key, offset)
+                cell = _wrk(base, script, conns, args.duration, key=key, offset=offset)
                 offset += 200_000
                 results.setdefault(("http", conns), []).append(cell)
                 anchor = _pgbench(url, anchor_script, conns, args.duration)
                 results.setdefault(("anchor", conns), []).append(anchor)
-                print(f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} customers/s (p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx {cell['errors']}); anchor {anchor['tps']:.0f} tps", flush=True)
+                print(
+                    f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} customers/s (p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx {cell['errors']}); anchor {anchor['tps']:.0f} tps",
+                    flush=True,
+                )
         rss = _rss_mib(server.pid)
         with psycopg.connect(url) as conn:
             customers = conn.execute("SELECT count(*) FROM customers").fetchone()[0]  # type: ignore[index]
@@ -242,8 +275,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         lines += [
             "# Onboarding",
             "",
-            f"PostgreSQL 15, `custodia serve --workers 2`, wrk -t1, {args.duration} s runs, {args.rounds} rounds (medians); "
-            f"watchlist of {args.entries:,} entries; {customers:,} customers registered in all.",
+            (
+                f"PostgreSQL 15, `custodia serve --workers 2`, wrk -t1, {args.duration} s runs, {args.rounds} rounds (medians); "
+                f"watchlist of {args.entries:,} entries; {customers:,} customers registered in all."
+            ),
             "",
             "| connections | customers/s | p50 ms | p99 ms | non-2xx | anchor (pgbench, same rows) tps | ratio |",
             "|---|---|---|---|---|---|---|",
@@ -261,8 +296,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             "",
             f"Peak resident memory of a server worker: {rss:.0f} MiB.",
             "",
-            f"Screening latency ({len(queries):,} names against {args.entries:,} entries, in process): "
-            f"p50 {p50:.2f} ms, p95 {p95:.2f} ms, max {latencies[-1]:.2f} ms.",
+            (
+                f"Screening latency ({len(queries):,} names against {args.entries:,} entries, in process): "
+                f"p50 {p50:.2f} ms, p95 {p95:.2f} ms, max {latencies[-1]:.2f} ms."
+            ),
         ]
     finally:
         if server is not None:
