@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from custodia.access.errors import (
@@ -322,29 +322,37 @@ class StaffPrincipal:
 
 
 def authenticate_session(
-    session: Session, token: str, *, now: datetime, policy: AccessPolicy
+    conn: Connection | Session, token: str, *, now: datetime, policy: AccessPolicy
 ) -> StaffPrincipal:
     """Return the staff behind a session token; Unauthenticated if unknown or expired."""
     digest = token_digest(token)
-    row = session.execute(
-        select(StaffSession, Staff)
+    row = conn.execute(
+        select(
+            StaffSession.revoked_at,
+            StaffSession.expires_at,
+            StaffSession.last_seen_at,
+            Staff.id,
+            Staff.role,
+            Staff.username,
+            Staff.disabled_at,
+            Staff.password_change_required,
+        )
         .join(Staff, Staff.id == StaffSession.staff_id)
         .where(StaffSession.token_hash == digest)
     ).first()
     if row is None:
         raise Unauthenticated("The session token is unknown.")
-    staff_session, staff = row
-    if staff_session.revoked_at is not None or staff.disabled_at is not None:
+    if row.revoked_at is not None or row.disabled_at is not None:
         raise Unauthenticated("The session has ended; log in again.")
-    if now >= staff_session.expires_at or now - staff_session.last_seen_at >= policy.session_idle:
+    if now >= row.expires_at or now - row.last_seen_at >= policy.session_idle:
         raise Unauthenticated("The session has expired; log in again.")
     return StaffPrincipal(
-        actor=Actor(ActorKind.STAFF, staff.id, Role(staff.role)),
-        username=staff.username,
+        actor=Actor(ActorKind.STAFF, row.id, Role(row.role)),
+        username=row.username,
         session_token_hash=digest,
-        password_change_required=staff.password_change_required,
-        expires_at=staff_session.expires_at,
-        needs_touch=now - staff_session.last_seen_at >= LAST_SEEN_RESOLUTION,
+        password_change_required=row.password_change_required,
+        expires_at=row.expires_at,
+        needs_touch=now - row.last_seen_at >= LAST_SEEN_RESOLUTION,
     )
 
 

@@ -119,14 +119,12 @@ def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
         raise Unauthenticated("Use Authorization: Bearer <API key or session token>.")
     now = runtime.clock.now()
     if looks_like_api_key(credential):
-        actor = runtime.db.run(
-            lambda s: authenticate_key(s, credential, environment=runtime.settings.env),
-            read_only=True,
+        actor = runtime.db.read(
+            lambda c: authenticate_key(c, credential, environment=runtime.settings.env)
         )
         return Principal(actor)
-    staff = runtime.db.run(
-        lambda s: authenticate_session(s, credential, now=now, policy=runtime.access_policy),
-        read_only=True,
+    staff = runtime.db.read(
+        lambda c: authenticate_session(c, credential, now=now, policy=runtime.access_policy)
     )
     if staff.needs_touch:
         runtime.db.run(lambda s: touch_session(s, staff.session_token_hash, now))

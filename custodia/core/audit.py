@@ -52,6 +52,7 @@ from sqlalchemy import BigInteger, delete, func, insert, null, select, union_all
 from sqlalchemy.orm import Session
 
 from custodia.core.actors import Context
+from custodia.core.db import defer
 from custodia.core.keys import KeyFile, KeyPurpose
 from custodia.core.logging import redact_value
 from custodia.core.models import AuditChainHead, AuditEvent, AuditInbox
@@ -87,6 +88,9 @@ class AuditAction(StrEnum):
     WATCHLIST_UPLOADED = "kyc:watchlist:uploaded"
 
 
+_INSERT_INBOX = insert(AuditInbox.__table__)  # type: ignore[arg-type]
+
+
 def canonical_details(details: Mapping[str, Any] | None) -> str:
     """Return ``details`` as sorted-key JSON, with any personal data that slipped in masked."""
     return msgspec.json.encode(redact_value(dict(details or {})), order="sorted").decode()
@@ -105,17 +109,21 @@ def record(
 
     ``customer_id`` names the customer the operation concerns, for the customer's timeline.
     """
-    session.add(
-        AuditInbox(
-            at=ctx.now,
-            actor_kind=ctx.actor.kind.value,
-            actor_id=ctx.actor.id,
-            action=action.value,
-            target=target,
-            customer_id=customer_id,
-            request_id=ctx.request_id,
-            details=canonical_details(details),
-        )
+    # A plain table INSERT, sent with the commit (see custodia.core.db.defer): every command
+    # runs this, and nothing reads the event back in the transaction that wrote it.
+    defer(
+        session,
+        _INSERT_INBOX,
+        {
+            "at": ctx.now,
+            "actor_kind": ctx.actor.kind.value,
+            "actor_id": ctx.actor.id,
+            "action": action.value,
+            "target": target,
+            "customer_id": customer_id,
+            "request_id": ctx.request_id,
+            "details": canonical_details(details),
+        },
     )
 
 

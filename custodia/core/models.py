@@ -148,7 +148,8 @@ class AuditInbox(Base):
     """
 
     __tablename__ = "audit_inbox"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    # Inserted as a deferred write (custodia.core.db.defer): its id is never read back.
+    __table_args__ = ({"sqlite_autoincrement": True, "implicit_returning": False},)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime]

@@ -26,15 +26,17 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from custodia.core import audit
 from custodia.core.actors import Context
 from custodia.core.audit import AuditAction
+from custodia.core.db import defer
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.masking import mask_id_number
+from custodia.core.models import Base
 from custodia.core.outbox import publish
 from custodia.core.vault import BlindIndexer, Vault
 from custodia.kyc import validation as v
@@ -307,6 +309,16 @@ def _existing_document(session: Session, indexer: BlindIndexer, value: str) -> b
 # ----------------------------------------------------------------------------- screening
 
 
+_INSERT_CUSTOMER = insert(Customer.__table__)  # type: ignore[arg-type]
+_INSERT_PARTY = insert(CustomerParty.__table__)  # type: ignore[arg-type]
+_INSERT_HIT = insert(ScreeningHit.__table__)  # type: ignore[arg-type]
+
+
+def _row(obj: Base) -> dict[str, Any]:
+    """Return a model object's column values, for a plain INSERT of its table."""
+    return {column.key: getattr(obj, column.key) for column in obj.__table__.columns}
+
+
 def _add_hit(
     session: Session,
     customer: Customer,
@@ -318,19 +330,21 @@ def _add_hit(
     ids: IdGenerator,
 ) -> None:
     hit_id = ids.new(IdPrefix.SCREENING_HIT)
-    session.add(
-        ScreeningHit(
-            id=hit_id,
-            customer_id=customer.id,
-            party_id=party_id,
-            subject=subject,
-            list_id=match.entry.list_id,
-            entry_key=match.entry.key[:200],
-            matched_name=match.matched_name[:300],
-            score=match.score,
-            status="open",
-            created_at=ctx.now,
-        )
+    defer(
+        session,
+        _INSERT_HIT,
+        {
+            "id": hit_id,
+            "customer_id": customer.id,
+            "party_id": party_id,
+            "subject": subject,
+            "list_id": match.entry.list_id,
+            "entry_key": match.entry.key[:200],
+            "matched_name": match.matched_name[:300],
+            "score": match.score,
+            "status": "open",
+            "created_at": ctx.now,
+        },
     )
     publish(
         session,
@@ -760,7 +774,7 @@ def _finish_registration(
     UNIQUE index at commit (see :func:`duplicate_documents_refused`).
     """
     party_objects = {party.id: party for party, _ in parties}
-    hits = 0
+    found: list[tuple[ScreeningSubject, Match]] = []
     for subject in subjects:
         matches = services.screener.screen(
             session,
@@ -768,21 +782,12 @@ def _finish_registration(
             date_of_birth=subject.date_of_birth,
             nationality=subject.nationality,
         )
-        for match in matches:
-            _add_hit(
-                session,
-                customer,
-                match,
-                party_id=subject.party_id,
-                subject=subject.subject,
-                ctx=ctx,
-                ids=services.ids,
-            )
-        hits += len(matches)
+        found.extend((subject, match) for match in matches)
         if subject.party_id:
             party_objects[subject.party_id].screening_status = (
                 "potential_match" if matches else "clear"
             )
+    hits = len(found)
     customer.screening_status = "potential_match" if hits else "clear"
     rating = rate(
         RiskInputs(
@@ -806,8 +811,21 @@ def _finish_registration(
     )
     customer.risk_level, customer.risk_score = rating.level, rating.score
     customer.risk_factors = rating.as_json()
-    session.add(customer)
-    session.add_all(party for party, _ in parties)
+    # Written with the commit in one round trip (custodia.core.db.defer): a duplicate
+    # document is refused there by the UNIQUE index (duplicate_documents_refused).
+    defer(session, _INSERT_CUSTOMER, _row(customer))
+    for party, _ in parties:
+        defer(session, _INSERT_PARTY, _row(party))
+    for subject, match in found:
+        _add_hit(
+            session,
+            customer,
+            match,
+            party_id=subject.party_id,
+            subject=subject.subject,
+            ctx=ctx,
+            ids=services.ids,
+        )
     if hits:
         audit.record(
             session,
