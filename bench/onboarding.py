@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -147,6 +148,21 @@ def _wrk(
     }
 
 
+def _refusals(log: Path) -> str:
+    """Count the server's non-2xx answers by status (and problem code when logged)."""
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "request" and not 200 <= int(event.get("status", 0)) < 300:
+            counts[str(event["status"])] += 1
+        elif event.get("level") in {"error", "critical"}:
+            counts[f"logged {event.get('event')}"] += 1
+    return ", ".join(f"{k} × {v}" for k, v in sorted(counts.items()))
+
+
 def _pgbench(url: str, script: Path, clients: int, duration: int) -> dict[str, float]:
     out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(duration), "-f", str(script), url],
@@ -184,7 +200,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     env.update(
         CUSTODIA_VAR_DIR=str(var),
         CUSTODIA_DATABASE_URL=url,
-        CUSTODIA_LOG_LEVEL="WARNING",
+        CUSTODIA_LOG_LEVEL="INFO",  # as in production: one JSON line per request
+        CUSTODIA_LOG_FORMAT="json",
         CUSTODIA_INPROCESS_WORKERS="false",
         CUSTODIA_DB_POOL_SIZE="16",
     )
@@ -243,11 +260,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         latencies.sort()
         p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
 
+        server_log = var / "server.log"
         port = 18000 + secrets.randbelow(1000)
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [custodia, "serve", "--port", str(port), "--workers", "2"], env=env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=server_log.open("wb"),
         )  # fmt: skip
         _wait_ready(base, server)
         script = var / "onboard.lua"
@@ -269,6 +287,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                     flush=True,
                 )
         rss = _rss_mib(server.pid)
+        refused = _refusals(server_log)
         with psycopg.connect(url) as conn:
             customers = conn.execute("SELECT count(*) FROM customers").fetchone()[0]  # type: ignore[index]
 
@@ -295,6 +314,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         lines += [
             "",
             f"Peak resident memory of a server worker: {rss:.0f} MiB.",
+            "",
+            f"Responses other than 201 (warm-up included), by status and code: {refused or 'none'}.",
             "",
             (
                 f"Screening latency ({len(queries):,} names against {args.entries:,} entries, in process): "

@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Litestar
 from litestar.enums import ScopeType
@@ -53,14 +54,17 @@ class RequestContextMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        code: str | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, code
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
                 message["headers"] = headers
+            elif status >= 400 and code is None and message["type"] == "http.response.body":
+                code = _problem_code(message.get("body", b""))
             await send(message)
 
         try:
@@ -78,7 +82,21 @@ class RequestContextMiddleware:
                 route=route,
                 path=scope["path"],
                 status=status,
+                code=code,
                 duration_ms=round(elapsed * 1000, 3),
                 actor=str(actor) if actor is not None else None,
             )
             structlog.contextvars.reset_contextvars(**tokens)
+
+
+def _problem_code(body: bytes) -> str:
+    """Return the ``code`` of a problem document (for the request log line)."""
+    try:
+        problem = msgspec.json.decode(body, type=_Problem)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "?"
+    return problem.code
+
+
+class _Problem(msgspec.Struct):
+    code: str = "?"

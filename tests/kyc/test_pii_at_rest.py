@@ -157,5 +157,7 @@ def test_onboarding_logs_carry_no_personal_data(
     assert written.count('"event":"request"') >= 9
     for secret in [*_secrets_of(people), b"6222021234567890128"]:
         assert secret.decode() not in written
-    for line in written.splitlines():
-        json.loads(line)  # every line is one JSON object
+    records = [json.loads(line) for line in written.splitlines()]  # one JSON object a line
+    refused = [r for r in records if r["event"] == "request" and r["status"] == 422]
+    assert [r["code"] for r in refused] == ["validation_failed"] * 3  # why, without the data
+    assert {r["code"] for r in records if r["event"] == "request" and r["status"] < 300} == {None}
