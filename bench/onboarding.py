@@ -265,7 +265,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
             [custodia, "serve", "--port", str(port), "--workers", "2"], env=env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=server_log.open("wb"),
+            stdout=server_log.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         _wait_ready(base, server)
         script = var / "onboard.lua"

@@ -5,6 +5,10 @@ It wraps Litestar's exception-handling layer, so unknown routes (404) and reject
 client's ``X-Request-Id`` when that is a sane token, otherwise a fresh ``req_…``; it is
 bound to the logging context for the duration of the request, echoed in the response and
 put into every problem document.
+
+A client that hangs up before its request body arrived is logged and counted as 499
+``client_disconnected`` (nginx's convention), not as the 500 Litestar answers into the void:
+nothing was done, and a server error would page someone for a client's timeout.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import msgspec
 import structlog
 from litestar import Litestar
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from custodia.core.ids import IdPrefix
 from custodia.core.logging import get_logger
@@ -55,6 +59,14 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         code: str | None = None
+        disconnected = False
+
+        async def receive_watching() -> ReceiveMessage:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, code
@@ -68,8 +80,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.inner(scope, receive, send_with_id)
+            await self.inner(scope, receive_watching, send_with_id)
         finally:
+            if disconnected and status >= 500:
+                status, code = 499, "client_disconnected"
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "<unmatched>"
             method = scope["method"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -146,3 +147,38 @@ def test_requests_are_counted_by_route_template(test_client: TestClient[Litestar
         'status="404"} 2.0'
     ) in metrics
     assert "custodia_outbox_pending_events" in metrics
+
+
+def test_a_client_gone_before_its_body_is_logged_as_499_and_nothing_is_done(
+    settings: Settings, runtime: Runtime, logging_restored: None
+) -> None:
+    """wrk closing its connections, a phone losing signal: not a server error, and no effect."""
+    log = io.StringIO()
+    configure_logging(load_settings({}, log_format="json"), stream=log)
+    app = app_with_test_routes(settings, runtime)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/test/echo", "raw_path": b"/test/echo", "root_path": "",
+        "query_string": b"", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+        "headers": [(b"content-type", b"application/json"), (b"idempotency-key", b"gone-1"),
+                    (b"content-length", b"14")],
+        "state": {},
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with TestClient(app) as client:
+        asgi: Any = app
+        client.blocking_portal.call(asgi, scope, receive, send)
+        metrics = client.get("/metrics").text
+    requests = [json.loads(line) for line in log.getvalue().splitlines()]
+    line = next(r for r in requests if r.get("event") == "request")
+    assert (line["status"], line["code"]) == (499, "client_disconnected")
+    assert not any(r.get("event") == "unhandled_exception" for r in requests)
+    assert runtime.db.run(lambda s: s.execute(_count_events()).scalar_one()) == 0  # never ran
+    assert 'route="/test/echo",status="499"' in metrics
