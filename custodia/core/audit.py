@@ -88,7 +88,7 @@ class AuditAction(StrEnum):
     WATCHLIST_UPLOADED = "kyc:watchlist:uploaded"
 
 
-_INSERT_INBOX = insert(AuditInbox.__table__)  # type: ignore[arg-type]
+_INSERT_INBOX = insert(AuditInbox.__table__).inline()  # type: ignore[arg-type]
 
 
 def canonical_details(details: Mapping[str, Any] | None) -> str:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -89,8 +90,9 @@ DEFERRED = "custodia_deferred_writes"
 def defer(session: Session, statement: Any, params: dict[str, Any]) -> None:
     """Queue a write whose result nobody reads; :meth:`Database.run` sends it at commit.
 
-    Inside a savepoint, take :func:`deferred_mark` first and :func:`drop_deferred_since` if
-    the savepoint rolls back, so that its queued writes go with it.
+    Build an INSERT with ``.inline()`` (see :func:`_execute_deferred`). Inside a savepoint,
+    take :func:`deferred_mark` first and :func:`drop_deferred_since` if the savepoint rolls
+    back, so that its queued writes go with it.
     """
     session.info.setdefault(DEFERRED, []).append((statement, params))
 
@@ -106,11 +108,18 @@ def drop_deferred_since(session: Session, mark: int) -> None:
 
 
 def _execute_deferred(session: Session, deferred: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Send the queued writes, a run of the same statement as one executemany.
+
+    Deferred INSERTs are built with ``.inline()``: a single-row INSERT would otherwise make
+    SQLAlchemy want the new primary key, which on PostgreSQL without RETURNING means a
+    ``nextval`` read before the INSERT, splitting the pipeline into round trips.
+    """
     if not deferred:
         return
     connection = session.connection()
-    for statement, params in deferred:
-        connection.execute(statement, params)
+    for _, run in groupby(deferred, key=lambda write: id(write[0])):
+        batch = list(run)
+        connection.execute(batch[0][0], [params for _, params in batch])
 
 
 def backend_of(engine: Engine | Connection) -> Backend:

@@ -149,7 +149,7 @@ class AuditInbox(Base):
 
     __tablename__ = "audit_inbox"
     # Inserted as a deferred write (custodia.core.db.defer): its id is never read back.
-    __table_args__ = ({"sqlite_autoincrement": True, "implicit_returning": False},)
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime]

@@ -55,7 +55,7 @@ class OutboxMessage:
 
 
 Consumer = Callable[[Session, OutboxMessage], None]
-_INSERT_EVENT = insert(OutboxEvent.__table__)  # type: ignore[arg-type]
+_INSERT_EVENT = insert(OutboxEvent.__table__).inline()  # type: ignore[arg-type]
 
 
 def publish(

@@ -309,9 +309,9 @@ def _existing_document(session: Session, indexer: BlindIndexer, value: str) -> b
 # ----------------------------------------------------------------------------- screening
 
 
-_INSERT_CUSTOMER = insert(Customer.__table__)  # type: ignore[arg-type]
-_INSERT_PARTY = insert(CustomerParty.__table__)  # type: ignore[arg-type]
-_INSERT_HIT = insert(ScreeningHit.__table__)  # type: ignore[arg-type]
+_INSERT_CUSTOMER = insert(Customer.__table__).inline()  # type: ignore[arg-type]
+_INSERT_PARTY = insert(CustomerParty.__table__).inline()  # type: ignore[arg-type]
+_INSERT_HIT = insert(ScreeningHit.__table__).inline()  # type: ignore[arg-type]
 
 
 def _row(obj: Base) -> dict[str, Any]:
