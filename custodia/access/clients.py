@@ -12,8 +12,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from custodia.access.errors import InvalidClient
@@ -21,6 +22,7 @@ from custodia.access.models import ApiClient
 from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.audit import AuditAction
+from custodia.core.db import FetchOne, Sql
 from custodia.core.errors import NotFound, Unauthenticated
 from custodia.core.ids import IdGenerator, IdPrefix, is_valid_id
 from custodia.core.passwords import digests_equal, token_digest
@@ -141,24 +143,34 @@ def looks_like_api_key(credential: str) -> bool:
     return credential.startswith("ck_")
 
 
-def authenticate_key(conn: Connection | Session, key: str, *, environment: Environment) -> Actor:
+class _ClientRow(NamedTuple):
+    kind: str
+    merchant_id: str | None
+    secret_hash: str
+    revoked: bool
+
+
+_CLIENT_BY_ID = Sql(
+    "SELECT kind, merchant_id, secret_hash, revoked_at IS NOT NULL FROM api_clients WHERE id = :id"
+)
+
+
+def authenticate_key(fetch_one: FetchOne, key: str, *, environment: Environment) -> Actor:
     """Return the actor an API key stands for; Unauthenticated if unknown or revoked.
 
-    Looked up on every request (one indexed read), so a revocation takes effect at once.
+    Looked up on every request (one indexed read, ``Database.fetch_one``), so a revocation
+    takes effect at once.
     """
     match = _KEY.match(key)
     if match is None or match["env"] != env_label(environment):
         raise Unauthenticated("The API key is not valid here.")
     client_id = f"{IdPrefix.CLIENT.value}_{match['kid']}"
-    row = conn.execute(
-        select(
-            ApiClient.kind, ApiClient.merchant_id, ApiClient.secret_hash, ApiClient.revoked_at
-        ).where(ApiClient.id == client_id)
-    ).first()
+    found = fetch_one(_CLIENT_BY_ID, {"id": client_id})
+    row = None if found is None else _ClientRow(*found)
     presented = token_digest(match["secret"])
     stored = row.secret_hash if row is not None else token_digest("")
     if row is None or not digests_equal(presented, stored):
         raise Unauthenticated("The API key is not valid here.")
-    if row.revoked_at is not None:
+    if row.revoked:
         raise Unauthenticated("The API key was revoked.")
     return Actor(ActorKind.CLIENT, client_id, Role(row.kind), row.merchant_id)

@@ -119,9 +119,7 @@ def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
         raise Unauthenticated("Use Authorization: Bearer <API key or session token>.")
     now = runtime.clock.now()
     if looks_like_api_key(credential):
-        actor = runtime.db.read(
-            lambda c: authenticate_key(c, credential, environment=runtime.settings.env)
-        )
+        actor = authenticate_key(runtime.db.fetch_one, credential, environment=runtime.settings.env)
         return Principal(actor)
     staff = runtime.db.read(
         lambda c: authenticate_session(c, credential, now=now, policy=runtime.access_policy)

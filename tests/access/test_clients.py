@@ -62,9 +62,7 @@ def test_a_tampered_secret_or_a_key_of_another_environment_is_refused(runtime: R
     live = created.key.replace("ck_dev_", "ck_live_", 1)
     for key in (tampered, live):
         with pytest.raises(Unauthenticated):
-            runtime.db.run(
-                lambda s, k=key: access.authenticate_key(s, k, environment=Environment.DEVELOPMENT)
-            )
+            access.authenticate_key(runtime.db.fetch_one, key, environment=Environment.DEVELOPMENT)
 
 
 @pytest.mark.parametrize(

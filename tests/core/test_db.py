@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from custodia.core.db import Database, RetryPolicy, create_db_engine, retry_reason
+from custodia.core.db import Database, RetryPolicy, Sql, create_db_engine, retry_reason
 from custodia.core.errors import ConfigError
 from custodia.core.ids import IdGenerator
 from custodia.core.metrics import Metrics
@@ -279,3 +279,47 @@ def test_in_memory_sqlite_is_refused(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "sqlite://")
     with pytest.raises(ConfigError, match="in-memory"):
         create_db_engine(settings.resolved_database_url, settings)
+
+
+_EVENT_TYPE = Sql("SELECT event_type, attempts FROM outbox_events WHERE id = :id")
+
+
+def test_fetch_one_reads_outside_a_transaction_and_leaves_the_pool_as_it_was(
+    committing_db: Database,
+) -> None:
+    event_id = _event(committing_db)
+    assert committing_db.fetch_one(_EVENT_TYPE, {"id": event_id}) == ("test.event", 0)
+    assert committing_db.fetch_one(_EVENT_TYPE, {"id": "evt_none"}) is None
+
+    # The pooled connection it used is transactional again: a failed unit still rolls back.
+    def fail(session: Session) -> None:
+        publish(session, "test.lost", {}, ids=IdGenerator(), now=NOW)
+        session.flush()
+        raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        committing_db.run(fail)
+    count = committing_db.run(lambda s: s.scalar(select(func.count()).select_from(OutboxEvent)))
+    assert count == 1
+
+
+@pytest.mark.postgres_only
+def test_fetch_one_survives_a_server_that_closed_every_pooled_connection(
+    committing_db: Database,
+) -> None:
+    event_id = _event(committing_db)
+    engine = committing_db.engine
+    held = [engine.raw_connection() for _ in range(3)]  # three connections in the pool
+    for fairy in held:
+        fairy.close()
+    try:
+        with engine.connect() as admin:
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert committing_db.fetch_one(_EVENT_TYPE, {"id": event_id}) == ("test.event", 0)
+    finally:
+        engine.dispose()  # the session's other pooled connections were closed too
