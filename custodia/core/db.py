@@ -376,9 +376,24 @@ class Database:
         session.flush()
         deferred: list[tuple[Any, dict[str, Any]]] = session.info.pop(DEFERRED, [])
         if deferred and self.backend == "postgresql" and self.pipeline and not read_only:
-            raw: Any = session.connection().connection.driver_connection
-            with raw.pipeline():
-                _execute_deferred(session, deferred)
+            connection = session.connection()
+            raw: Any = connection.connection.driver_connection
+            # The session hands its connection back to the pool as it commits, and another
+            # thread must never get it while it is still in pipeline mode: the driver
+            # commits inside the pipeline, the session after it ended (the driver then sees
+            # no open transaction and sends nothing). In test mode the unit is a savepoint of
+            # the test's own connection, which only the session may release.
+            commit_in_pipeline = uow.commit if self._bind is not None else raw.commit
+            dbapi_error = self.engine.dialect.loaded_dbapi.Error
+            try:
+                with raw.pipeline():
+                    _execute_deferred(session, deferred)
+                    commit_in_pipeline()
+            except dbapi_error as exc:
+                raise DBAPIError.instance(
+                    None, None, exc, dbapi_error, hide_parameters=True, dialect=self.engine.dialect
+                ) from exc
+            if self._bind is None:
                 uow.commit()
             return
         _execute_deferred(session, deferred)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
@@ -13,10 +15,12 @@ from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context
 from custodia.core.audit import AuditAction
 from custodia.core.clock import ManualClock
-from custodia.core.db import Database, deferred_mark, drop_deferred_since
+from custodia.core.db import Database, Sql, create_db_engine, deferred_mark, drop_deferred_since
 from custodia.core.ids import IdGenerator
 from custodia.core.models import AuditInbox, OutboxEvent
 from custodia.core.outbox import publish
+from custodia.core.settings import Settings
+from tests.conftest import _truncate_all
 
 ALICE = Actor(ActorKind.STAFF, "stf_alice")
 
@@ -89,3 +93,44 @@ def test_writes_queued_inside_a_rolled_back_savepoint_are_dropped(
     committing_db.run(work)
     targets = committing_db.run(lambda s: list(s.scalars(select(AuditInbox.target))))
     assert targets == ["cli_kept"]
+
+
+@pytest.mark.postgres_only  # pipeline mode is PostgreSQL's
+def test_a_connection_is_back_in_the_pool_only_after_its_pipeline_ended(
+    backend: str, settings: Settings, engine: Engine, clock: ManualClock
+) -> None:
+    """Threads sharing one pooled connection never get it while it is in pipeline mode."""
+    _truncate_all(engine)
+    one = create_db_engine(
+        settings.resolved_database_url,
+        msgspec.structs.replace(settings, db_pool_size=1, db_pool_timeout_s=30),
+    )
+    one.pool._max_overflow = 0  # type: ignore[attr-defined] # exactly one connection to share
+    database = Database(one)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        ctx = Context(ALICE, clock.now(), f"req_{n}")
+        for i in range(150):
+            try:
+                database.run(
+                    lambda s, i=i: audit.record(
+                        s, ctx, AuditAction.CLIENT_CREATED, target=f"cli_{n}_{i}"
+                    )
+                )
+                database.fetch_one(Sql("SELECT 1"), {})
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    one.dispose()
+    try:
+        assert errors == []
+        inbox = Database(engine).run(lambda s: s.scalar(select(func.count(AuditInbox.id))))
+        assert inbox == 600
+    finally:
+        _truncate_all(engine)
