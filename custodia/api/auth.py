@@ -12,11 +12,8 @@ from litestar.params import JSONBody
 
 from custodia import access
 from custodia.api.runtime import Runtime
-from custodia.api.security import context_of, current_principal
+from custodia.api.security import context_of, current_principal, security_event
 from custodia.core.actors import Actor, ActorKind
-from custodia.core.logging import get_logger
-
-_security_log = get_logger("custodia.security")
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -92,10 +89,10 @@ class AuthController(Controller):
             )
         )
         event = "login_succeeded" if outcome.error is None else f"login_{outcome.reason}"
-        runtime.metrics.security_events.labels(event).inc()
-        _security_log.info(
-            "security_event",
-            security_event=event,
+        security_event(
+            runtime,
+            event,
+            warning=outcome.error is not None,
             staff_id=outcome.staff_id,
             client_ip=client_ip,
         )
@@ -152,10 +149,7 @@ class AuthController(Controller):
             )
         )
         if outcome.error is not None:
-            runtime.metrics.security_events.labels("password_change_failed").inc()
-            _security_log.warning(
-                "security_event", security_event="password_change_failed", staff_id=ctx.actor.id
-            )
+            security_event(runtime, "password_change_failed", warning=True, staff_id=ctx.actor.id)
         outcome.unwrap()
 
     @get("/me", operation_id="auth_me", sync_to_thread=False, summary="Who am I")

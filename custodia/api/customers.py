@@ -20,7 +20,7 @@ from custodia import kyc
 from custodia.api.idempotency import idempotent_request, replay_if_done, respond_idempotently
 from custodia.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from custodia.api.runtime import Runtime
-from custodia.api.security import context_of, current_principal
+from custodia.api.security import context_of, current_principal, security_event
 from custodia.core.actors import ActorKind
 from custodia.core.masking import mask_id_number, mask_name, mask_phone, mask_text
 from custodia.kyc.errors import FieldProblem, InvalidIdentity
@@ -696,5 +696,12 @@ class CustomersController(Controller):
             lambda s: kyc.reveal(
                 s, customer_id, data.fields, reason=data.reason, ctx=ctx, vault=runtime.vault
             )
+        )
+        security_event(
+            runtime,
+            "pii_revealed",
+            actor=str(ctx.actor),
+            customer_id=customer_id,
+            fields=sorted(shown),
         )
         return RevealOut(customer_id=customer_id, fields=shown)

@@ -129,9 +129,15 @@ def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
     return Principal(staff.actor, staff)
 
 
-def _deny(runtime: Runtime, event: str, **fields: Any) -> None:
+def security_event(runtime: Runtime, event: str, *, warning: bool = False, **fields: Any) -> None:
+    """Count ``event`` in the metrics and write it to the security log (issue 3 item 8)."""
     runtime.metrics.security_events.labels(event).inc()
-    _security_log.warning("security_event", security_event=event, **fields)
+    log = _security_log.warning if warning else _security_log.info
+    log("security_event", security_event=event, **fields)
+
+
+def _deny(runtime: Runtime, event: str, **fields: Any) -> None:
+    security_event(runtime, event, warning=True, **fields)
 
 
 async def authorize(

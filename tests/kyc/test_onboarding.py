@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from datetime import timedelta
 from typing import Any
@@ -14,7 +16,8 @@ from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
 from custodia.core.actors import Role
 from custodia.core.clock import ManualClock
-from custodia.core.settings import Settings
+from custodia.core.logging import configure_logging
+from custodia.core.settings import Settings, load_settings
 from custodia.kyc.models import Customer, CustomerParty
 from tests.factories import (
     audit_actions,
@@ -331,11 +334,14 @@ def test_risk_shows_each_factor(client: Client, app_key: dict[str, str]) -> None
 
 
 def test_an_officer_reveals_a_field_with_a_reason_and_it_is_audited(
-    client: Client, runtime: Runtime, app_key: dict[str, str]
+    client: Client, runtime: Runtime, app_key: dict[str, str], logging_restored: None
 ) -> None:
+    """A reveal is audited and logged as a security event; the clear value is not logged."""
     body = person_body()
     customer_id = _register(client, app_key, body).json()["id"]
     officer = make_staff(runtime, Role.COMPLIANCE_OFFICER)
+    log = io.StringIO()
+    configure_logging(load_settings({}, log_format="json"), stream=log)
     no_reason = client.post(
         f"/v1/customers/{customer_id}/reveal",
         json={"fields": ["id_number"], "reason": "x"},
@@ -350,6 +356,12 @@ def test_an_officer_reveals_a_field_with_a_reason_and_it_is_audited(
     assert shown.status_code == 200
     assert shown.json()["fields"] == {"id_number": body["id_number"], "name": "张伟"}
     assert "kyc:customer:pii_revealed" in audit_actions(runtime, customer_id)
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    revealed = [line for line in lines if line.get("security_event") == "pii_revealed"]
+    assert [(r["customer_id"], r["fields"]) for r in revealed] == [
+        (customer_id, ["id_number", "name"])
+    ]
+    assert body["id_number"] not in log.getvalue()
     auditor = make_staff(runtime, Role.AUDITOR)
     assert (
         client.post(
