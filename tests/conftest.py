@@ -33,12 +33,14 @@ from litestar.testing import TestClient
 from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.engine import make_url
 
+from custodia.agreements.templates import install_defaults
 from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
 from custodia.core import migrate
 from custodia.core.audit import GENESIS
 from custodia.core.clock import ManualClock
 from custodia.core.db import Database, RetryPolicy, create_db_engine
+from custodia.core.ids import IdGenerator
 from custodia.core.keys import KeyFile, generate_key_file
 from custodia.core.logging import clear_context
 from custodia.core.models import AuditChainHead
@@ -311,8 +313,9 @@ def _truncate_all(engine: Engine) -> None:
         else:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))
-        # The migrations seed the chain head; put it back as they left it.
+        # The migrations seed the chain head and the default agreements; put them back.
         conn.execute(insert(AuditChainHead).values(id=1, seq=0, hash=GENESIS))
+        install_defaults(conn, now=START, ids=IdGenerator())
 
 
 @pytest.fixture

@@ -17,13 +17,11 @@ Rules (API.md "Authentication and roles"; DESIGN.md "Security"):
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-import pyotp
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
@@ -43,10 +41,9 @@ from custodia.core.errors import DomainError, Unauthenticated
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.passwords import SecretHasher, token_digest
 from custodia.core.settings import Settings
+from custodia.core.totp import matched_step, new_secret, provisioning_uri
 from custodia.core.vault import Vault
 
-TOTP_ISSUER = "Custodia"
-TOTP_WINDOW = 1  # steps either side of the current one (30 s each)
 SESSION_TOKEN_PREFIX = "cs_"  # noqa: S105 - a prefix, not a secret
 #: How stale ``last_seen_at`` may get before a request refreshes it (saves a write per call).
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
@@ -111,7 +108,7 @@ def create_staff(
         raise StaffExists(name)
     staff_id = ids.new(IdPrefix.STAFF)
     password = secrets.token_urlsafe(18)
-    totp_secret = pyotp.random_base32(32)
+    totp_secret = new_secret()
     session.add(
         Staff(
             id=staff_id,
@@ -135,22 +132,8 @@ def create_staff(
         target=staff_id,
         details={"username": name, "role": role.value},
     )
-    uri = pyotp.TOTP(totp_secret).provisioning_uri(name=name, issuer_name=TOTP_ISSUER)
+    uri = provisioning_uri(totp_secret, name=name)
     return NewStaff(staff_id, name, role.value, password, uri)
-
-
-def matched_step(secret: str, code: str, now: datetime, *, window: int = TOTP_WINDOW) -> int | None:
-    """Return the time step whose TOTP code is ``code`` (within ``window``), or None."""
-    totp = pyotp.TOTP(secret)
-    if len(code) != totp.digits or not code.isdigit():
-        return None
-    current = totp.timecode(now)
-    found = None
-    for step in range(current - window, current + window + 1):
-        # Compare every candidate, in constant time, whatever matched before.
-        if hmac.compare_digest(totp.generate_otp(step), code):
-            found = step
-    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,112 @@
-"""agreements."""
+"""Service agreements, consents with signed receipts, risk warnings (REGULATION.md A1–A4).
+
+The public face of the package; see each module for the rules it enforces.
+"""
+
+from custodia.agreements.consents import (
+    CONSENT_DECLINED,
+    CUSTOMER_NOTIFIED,
+    Confirmer,
+    ConsentRequest,
+    ConsentState,
+    ConsentView,
+    consent_state,
+    list_consents,
+    record,
+    require_consent,
+    signing_string,
+)
+from custodia.agreements.errors import (
+    AgreementError,
+    AgreementNotPublished,
+    AgreementPublished,
+    AgreementSuperseded,
+    AgreementVersionExists,
+    ConsentRequired,
+    EffectiveDateTooEarly,
+    InvalidAgreement,
+    MandatoryClauseMissing,
+    RiskWarningRequired,
+    VerificationRequired,
+)
+from custodia.agreements.receipts import ReceiptCheck
+from custodia.agreements.receipts import verify as verify_receipt
+from custodia.agreements.templates import (
+    MANDATORY_CLAUSES,
+    PAYMENT_SERVICE,
+    AgreementPolicy,
+    AgreementView,
+    Clause,
+    DraftAgreement,
+    DraftChanges,
+    content_hash,
+    create_draft,
+    in_force,
+    list_agreements,
+    publish,
+    upcoming,
+    update_draft,
+)
+from custodia.agreements.templates import load as load_agreement
+from custodia.agreements.templates import view as agreement_view
+from custodia.agreements.warnings import (
+    RiskWarningPolicy,
+    WarningKind,
+    WarningRequest,
+    WarningView,
+    list_warnings,
+    record_warning,
+    require_warning,
+)
+from custodia.core.factors import Factor
+
+__all__ = [
+    "CONSENT_DECLINED",
+    "CUSTOMER_NOTIFIED",
+    "MANDATORY_CLAUSES",
+    "PAYMENT_SERVICE",
+    "AgreementError",
+    "AgreementNotPublished",
+    "AgreementPolicy",
+    "AgreementPublished",
+    "AgreementSuperseded",
+    "AgreementVersionExists",
+    "AgreementView",
+    "Clause",
+    "Confirmer",
+    "ConsentRequest",
+    "ConsentRequired",
+    "ConsentState",
+    "ConsentView",
+    "DraftAgreement",
+    "DraftChanges",
+    "EffectiveDateTooEarly",
+    "Factor",
+    "InvalidAgreement",
+    "MandatoryClauseMissing",
+    "ReceiptCheck",
+    "RiskWarningPolicy",
+    "RiskWarningRequired",
+    "VerificationRequired",
+    "WarningKind",
+    "WarningRequest",
+    "WarningView",
+    "agreement_view",
+    "consent_state",
+    "content_hash",
+    "create_draft",
+    "in_force",
+    "list_agreements",
+    "list_consents",
+    "list_warnings",
+    "load_agreement",
+    "publish",
+    "record",
+    "record_warning",
+    "require_consent",
+    "require_warning",
+    "signing_string",
+    "upcoming",
+    "update_draft",
+    "verify_receipt",
+]

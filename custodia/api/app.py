@@ -13,9 +13,11 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from custodia import __version__
+from custodia.api.agreements import AgreementsController, CustomerConsentsController
 from custodia.api.audit import AuditController
 from custodia.api.auth import AuthController
 from custodia.api.body import StrictBodyPlugin
+from custodia.api.credentials import CustomerCredentialsController
 from custodia.api.customers import CustomersController
 from custodia.api.health import HealthController
 from custodia.api.middleware import RequestContextMiddleware
@@ -79,6 +81,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             AuthController,
             AuditController,
             CustomersController,
+            CustomerCredentialsController,
+            CustomerConsentsController,
+            AgreementsController,
             ScreeningController,
         ],
         guards=[authorize],

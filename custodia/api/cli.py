@@ -600,6 +600,82 @@ def audit_verify(checkpoint_path: Path | None) -> None:
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- consents
+
+
+@cli.group()
+def consents() -> None:
+    """Consent receipts."""
+
+
+def _public_keys(source: str | None) -> dict[str, bytes]:
+    """Return key id → public key from ``--public-key`` or, without it, this service's keys."""
+    import base64  # noqa: PLC0415
+    import binascii  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from custodia.core.signing import Signer  # noqa: PLC0415
+
+    if source is None:
+        return Signer(load_keys(_settings())).public_keys()
+    path = Path(source)
+    if path.is_file():
+        try:
+            published = json.loads(path.read_text("utf-8"))
+            return {
+                str(k["key_id"]): base64.b64decode(k["public_key"], validate=True)
+                for k in published["keys"]
+            }
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise ConfigError(f"{path} is not the JSON of GET /v1/agreements/signing-key") from None
+    try:
+        raw = base64.b64decode(source, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("--public-key: give base64 of an Ed25519 key or a file") from None
+    return {"*": raw}
+
+
+@consents.command("verify")
+@click.argument("receipt_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    "public_key",
+    default=None,
+    help=(
+        "Base64 Ed25519 public key, or a file with the JSON of GET /v1/agreements/signing-key "
+        "(default: this service's own key file)."
+    ),
+)
+@_config_errors_exit_2
+def consents_verify(receipt_path: Path, public_key: str | None) -> None:
+    """Check a consent receipt's signature offline; exit 1 if it does not verify."""
+    import json  # noqa: PLC0415
+
+    from custodia.agreements.receipts import verify  # noqa: PLC0415
+
+    try:
+        document = json.loads(receipt_path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {receipt_path} as JSON: {exc}") from None
+    if isinstance(document, dict) and "payload" not in document and "receipt" in document:
+        document = document["receipt"]  # a whole consent, as the API returns it
+    keys = _public_keys(public_key)
+    if "*" in keys and isinstance(document, dict):
+        keys = {str(document.get("key_id")): keys["*"]}
+    check = verify(document, keys)
+    if not check.valid:
+        click.echo(f"invalid: {check.reason}")
+        sys.exit(1)
+    payload = document["payload"]
+    decision = "accepted" if payload.get("accepted") else "declined"
+    click.echo(
+        f"valid: consent {payload.get('consent_id')} of {payload.get('customer_id')}: "
+        f"{decision} {payload.get('agreement_kind')} {payload.get('agreement_version')} "
+        f"({payload.get('agreement_locale')}, sha256 {payload.get('content_sha256')}) "
+        f"at {payload.get('decided_at')}"
+    )
+
+
 # --------------------------------------------------------------------------- outbox
 
 

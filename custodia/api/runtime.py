@@ -7,18 +7,22 @@ or a periodic job registered here runs the same way in both. Nothing here import
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from custodia import kyc
+from custodia import agreements, kyc
 from custodia.access import AccessPolicy
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
+from custodia.agreements.consents import consumers as agreement_consumers
+from custodia.agreements.models import PII_COLUMNS as AGREEMENT_PII_COLUMNS
 from custodia.core import audit
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import Clock, SystemClock
 from custodia.core.db import Database
+from custodia.core.factors import Factor
 from custodia.core.idempotency import IdempotencyStore
 from custodia.core.ids import IdGenerator
 from custodia.core.keys import KeyFile, load_keys
@@ -27,6 +31,7 @@ from custodia.core.metrics import Metrics, OutboxBacklog
 from custodia.core.outbox import ConsumerRegistry, OutboxProcessor, backlog, purge_delivered
 from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.core.settings import Settings
+from custodia.core.signing import Signer
 from custodia.core.vault import BlindIndexer, PiiSchema, Vault
 from custodia.core.worker import PeriodicJob, Worker
 from custodia.kyc import rescreening
@@ -39,7 +44,8 @@ _log = get_logger("custodia.security")
 def pii_schema() -> PiiSchema:
     """Every encrypted and blind-indexed column of the service, from every package."""
     return PiiSchema(
-        encrypted=(*ACCESS_PII_COLUMNS, *KYC_PII_COLUMNS), indexes=(*KYC_INDEX_COLUMNS,)
+        encrypted=(*ACCESS_PII_COLUMNS, *KYC_PII_COLUMNS, *AGREEMENT_PII_COLUMNS),
+        indexes=(*KYC_INDEX_COLUMNS,),
     )
 
 
@@ -62,6 +68,10 @@ class Runtime:
     screener: kyc.Screener = field(init=False)
     risk_model: kyc.RiskModel = field(init=False)
     channels: kyc.ChannelRouter = field(init=False)
+    signer: Signer = field(init=False)
+    agreement_policy: agreements.AgreementPolicy = field(init=False)
+    warning_policy: agreements.RiskWarningPolicy = field(init=False)
+    credential_policy: kyc.CredentialPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -81,13 +91,25 @@ class Runtime:
         self.channels = kyc.ChannelRouter.from_config(
             s.verification_channels, production=s.is_production
         )
+        self.signer = Signer(self.keys)
+        self.agreement_policy = agreements.AgreementPolicy.from_config(
+            s.agreement_clauses, notice_days=s.agreement_notice_days
+        )
+        self.warning_policy = agreements.RiskWarningPolicy.from_config(s.risk_warnings)
+        self.credential_policy = kyc.CredentialPolicy(
+            max_failures=s.customer_auth_max_failures,
+            lockout=timedelta(minutes=s.customer_auth_lockout_minutes),
+        )
         for event_type, consumer in rescreening.consumers(
             self.kyc_services, batch=s.rescreen_batch
         ).items():
             self.consumers.register(event_type, f"kyc.{event_type}", consumer)
+        for event_type, consumer in agreement_consumers(self.ids, batch=s.notice_batch).items():
+            self.consumers.register(event_type, f"agreements.{event_type}", consumer)
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,
+            vault=self.vault,
         )
         self.db.observer = self.metrics
         self.metrics.watch_outbox(self.outbox_backlog)
@@ -127,6 +149,28 @@ class Runtime:
                 notice_days=s.kyc_expiry_notice_days, grace_days=s.kyc_expiry_grace_days
             ),
         )
+
+    def confirm_consent(
+        self,
+        session: Session,
+        customer_id: str,
+        method: str,
+        factors: Sequence[Factor],
+        *,
+        message: bytes,
+        now: datetime,
+    ) -> str:
+        """Check the factor a consent needs against the customer's credentials (a Confirmer)."""
+        verified = kyc.verify_factors(
+            session,
+            customer_id,
+            [f for f in factors if f.type == method],
+            message=message,
+            now=now,
+            hasher=self.hasher,
+            vault=self.vault,
+        )
+        return verified.reference
 
     def identification_policy(self) -> kyc.IdentificationPolicy:
         """Return the periods of continuous identification (settings)."""

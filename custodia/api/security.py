@@ -59,6 +59,8 @@ OFFICERS = frozenset({Role.COMPLIANCE_OFFICER, Role.COMPLIANCE_LEAD})
 LEADS = frozenset({Role.COMPLIANCE_LEAD})
 #: Staff who may read customer records (masked): officers, leads and auditors.
 CUSTOMER_READERS = OFFICERS | {Role.AUDITOR}
+#: Who drafts and publishes agreement texts (API.md: compliance_lead, admin).
+AGREEMENT_EDITORS = frozenset({Role.COMPLIANCE_LEAD, Role.ADMIN})
 
 #: Every route of the API by operation id → who may call it. The one place to look.
 ROUTE_ACCESS: dict[str, Access] = {
@@ -86,6 +88,26 @@ ROUTE_ACCESS: dict[str, Access] = {
     # (no tipping-off, AML Law).
     "customers_timeline": Access(CUSTOMER_READERS),
     "customers_reveal": Access(OFFICERS),
+    # customers' payment verification factors (set up by the onboarding app)
+    "customers_credentials": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_credentials_password": Access(ONBOARDING),
+    "customers_credentials_totp": Access(ONBOARDING),
+    "customers_credentials_totp_confirm": Access(ONBOARDING),
+    "customers_credentials_signing_key": Access(ONBOARDING),
+    # agreements: compliance leads (and admins) draft and publish; apps show the text in force
+    "agreements_create": Access(AGREEMENT_EDITORS),
+    "agreements_update": Access(AGREEMENT_EDITORS),
+    "agreements_publish": Access(AGREEMENT_EDITORS),
+    "agreements_list": Access(CUSTOMER_READERS | AGREEMENT_EDITORS),
+    "agreements_get": Access(ONBOARDING | CUSTOMER_READERS | AGREEMENT_EDITORS),
+    "agreements_current": Access(ONBOARDING | CUSTOMER_READERS | AGREEMENT_EDITORS),
+    # Public keys: anyone may verify a receipt offline.
+    "agreements_signing_key": PUBLIC,
+    # consents and risk warnings: recorded by the app, read by compliance too
+    "customers_consent": Access(ONBOARDING),
+    "customers_consents": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_risk_warning": Access(ONBOARDING),
+    "customers_risk_warnings": Access(ONBOARDING | CUSTOMER_READERS),
     # watchlists and screening
     "aml_watchlists_upload": Access(LEADS),
     "aml_watchlists_list": Access(CUSTOMER_READERS),

@@ -86,6 +86,15 @@ class AuditAction(StrEnum):
     CUSTOMER_DOCUMENT_EXPIRING = "kyc:customer:document_expiring"
     CUSTOMER_REVERIFICATION_DUE = "kyc:customer:reverification_due"
     WATCHLIST_UPLOADED = "kyc:watchlist:uploaded"
+    CUSTOMER_CREDENTIAL_SET = "kyc:credential:set"
+    CUSTOMER_AUTH_FAILED = "kyc:credential:verification_failed"
+    AGREEMENT_DRAFTED = "agreements:agreement:drafted"
+    AGREEMENT_DRAFT_UPDATED = "agreements:agreement:draft_updated"
+    AGREEMENT_PUBLISHED = "agreements:agreement:published"
+    AGREEMENT_NOTICE_SENT = "agreements:agreement:notice_sent"
+    CONSENT_ACCEPTED = "agreements:consent:accepted"
+    CONSENT_DECLINED = "agreements:consent:declined"
+    RISK_WARNING_SHOWN = "agreements:risk_warning:shown"
 
 
 _INSERT_INBOX = insert(AuditInbox.__table__).inline()  # type: ignore[arg-type]

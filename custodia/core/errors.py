@@ -7,6 +7,7 @@ RFC 9457 problem document whose extra members are :meth:`DomainError.problem_fie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -50,6 +51,14 @@ class DomainError(Exception):
     def headers(self) -> dict[str, str]:
         """Return HTTP headers the refusal calls for (``Retry-After`` …); none by default."""
         return {}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One field and what is wrong with it (``field`` is the path in the request body)."""
+
+    field: str
+    message: str
 
 
 class ConfigError(Exception):

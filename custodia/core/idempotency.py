@@ -21,6 +21,9 @@ neither does, so a crash can never leave a key that claims work which did not ha
 
 Records expire after ``idempotency_ttl_hours`` (default 24); the worker deletes expired
 records, after which the key may be used again.
+
+Stored responses may hold personal data (a consent receipt's IP, a transaction's payer and
+payee): with a vault, the body is stored encrypted, bound to its scope and key (K5).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from custodia.core.errors import (
     IdempotencyKeyReused,
 )
 from custodia.core.models import IdempotencyRecord
+from custodia.core.vault import Vault
 
 if TYPE_CHECKING:
     from custodia.core.db import Database
@@ -102,9 +106,24 @@ def fingerprint(method: str, path: str, canonical: bytes) -> str:
 class IdempotencyStore:
     """Claims keys, stores responses and forgets expired records."""
 
-    def __init__(self, *, ttl: timedelta, lock_wait_ms: int) -> None:
+    def __init__(self, *, ttl: timedelta, lock_wait_ms: int, vault: Vault | None = None) -> None:
         self.ttl = ttl
         self.lock_wait_ms = lock_wait_ms
+        self._vault = vault
+
+    def _sealed(self, request: IdempotentRequest, body: bytes) -> bytes:
+        if self._vault is None:
+            return body
+        return self._vault.encrypt(
+            body.decode("utf-8"), table=_TABLE, column="response_body", row_id=_row_id(request)
+        )
+
+    def _opened(self, request: IdempotentRequest, stored: bytes) -> bytes:
+        if self._vault is None:
+            return stored
+        return self._vault.decrypt(
+            stored, table=_TABLE, column="response_body", row_id=_row_id(request)
+        ).encode("utf-8")
 
     def claim(
         self, session: Session, request: IdempotentRequest, now: datetime
@@ -123,7 +142,7 @@ class IdempotencyStore:
             return self.claim(session, request, now)
         if record.expires_at <= now:
             return self._take_over_expired(session, request, now)
-        return _replay(record, request)
+        return self._replay(record, request)
 
     def peek(
         self, session: Session, request: IdempotentRequest, now: datetime
@@ -136,7 +155,7 @@ class IdempotencyStore:
         record = session.get(IdempotencyRecord, (request.scope, request.key))
         if record is None or record.expires_at <= now:
             return None
-        return _replay(record, request)
+        return self._replay(record, request)
 
     def complete(
         self, session: Session, request: IdempotentRequest, response: StoredResponse
@@ -148,7 +167,7 @@ class IdempotencyStore:
             .values(
                 state="completed",
                 response_status=response.status,
-                response_body=response.body,
+                response_body=self._sealed(request, response.body),
                 response_content_type=response.content_type,
             )
             .execution_options(synchronize_session=False)
@@ -165,7 +184,7 @@ class IdempotencyStore:
         )
         if record is None or record.expires_at <= now:
             return response
-        stored = _replay(record, request)
+        stored = self._replay(record, request)
         return stored if stored is not None else response
 
     def purge_expired(self, session: Session, now: datetime, *, batch: int = 1000) -> int:
@@ -197,7 +216,7 @@ class IdempotencyStore:
             "fingerprint": request.fingerprint,
             "state": state,
             "response_status": response.status if response else None,
-            "response_body": response.body if response else None,
+            "response_body": self._sealed(request, response.body) if response else None,
             "response_content_type": response.content_type if response else None,
             "created_at": now,
             "expires_at": now + self.ttl,
@@ -248,19 +267,28 @@ class IdempotencyStore:
             return None
         return self.claim(session, request, now)
 
+    def _replay(
+        self, record: IdempotencyRecord, request: IdempotentRequest
+    ) -> StoredResponse | None:
+        if record.fingerprint != request.fingerprint:
+            raise IdempotencyKeyReused
+        if record.state != "completed":
+            raise IdempotencyKeyInFlight
+        assert record.response_status is not None  # noqa: S101 - guaranteed by a CHECK
+        assert record.response_body is not None  # noqa: S101 - guaranteed by a CHECK
+        return StoredResponse(
+            status=record.response_status,
+            body=self._opened(request, record.response_body),
+            content_type=record.response_content_type or "application/json",
+        )
 
-def _replay(record: IdempotencyRecord, request: IdempotentRequest) -> StoredResponse | None:
-    if record.fingerprint != request.fingerprint:
-        raise IdempotencyKeyReused
-    if record.state != "completed":
-        raise IdempotencyKeyInFlight
-    assert record.response_status is not None  # noqa: S101 - guaranteed by a CHECK constraint
-    assert record.response_body is not None  # noqa: S101 - guaranteed by a CHECK constraint
-    return StoredResponse(
-        status=record.response_status,
-        body=record.response_body,
-        content_type=record.response_content_type or "application/json",
-    )
+
+_TABLE = "idempotency_keys"
+
+
+def _row_id(request: IdempotentRequest) -> str:
+    """Bind a stored response to its scope and key (a blob moved to another row won't open)."""
+    return f"{request.scope}\x1f{request.key}"
 
 
 def run_idempotent(

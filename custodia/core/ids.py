@@ -36,6 +36,8 @@ class IdPrefix(StrEnum):
     PARTY = "pty"
     VERIFICATION = "ver"
     SCREENING_HIT = "hit"
+    RISK_WARNING = "rwn"
+    SIGNING_KEY = "key"
 
 
 # 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.

@@ -15,7 +15,12 @@ from sqlalchemy import Connection, Engine, MetaData
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 #: Modules whose tables the migrations create; imported so the metadata is complete.
-MODEL_MODULES = ("custodia.core.models", "custodia.access.models", "custodia.kyc.models")
+MODEL_MODULES = (
+    "custodia.core.models",
+    "custodia.access.models",
+    "custodia.kyc.models",
+    "custodia.agreements.models",
+)
 
 
 def target_metadata() -> MetaData:

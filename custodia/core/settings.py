@@ -89,6 +89,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kyc_reverify_years_low: PositiveInt = 3
     kyc_review_interval_s: PositiveFloat = 3600.0
     rescreen_batch: PositiveInt = 200
+    agreement_notice_days: Annotated[int, msgspec.Meta(ge=30, le=365)] = 30
+    agreement_clauses: str = ""
+    risk_warnings: str = ""
+    notice_batch: PositiveInt = 200
+    customer_auth_max_failures: PositiveInt = 5
+    customer_auth_lockout_minutes: PositiveFloat = 15.0
 
     def __post_init__(self) -> None:
         for field in self.__struct_fields__:

@@ -3,9 +3,26 @@
 The public face of the package; see each module for the rules it enforces.
 """
 
+from custodia.kyc.credentials import (
+    AuthenticationFailed,
+    AuthenticationLocked,
+    CredentialConflict,
+    CredentialPolicy,
+    CredentialSummary,
+    InvalidCredential,
+    VerifiedFactors,
+    add_signing_key,
+    begin_totp,
+    confirm_totp,
+    count_failure,
+    set_password,
+    verify_factors,
+)
+from custodia.kyc.credentials import summary as credential_summary
 from custodia.kyc.customers import (
     CustomerView,
     PartyView,
+    acting_for,
     find_by_document,
     find_by_phone,
     is_visible,
@@ -54,9 +71,14 @@ from custodia.kyc.verification import (
 from custodia.kyc.watchlists import Screener, UploadedList, upload
 
 __all__ = [
+    "AuthenticationFailed",
+    "AuthenticationLocked",
     "ChannelNotConfigured",
     "ChannelRouter",
     "ChannelUnavailable",
+    "CredentialConflict",
+    "CredentialPolicy",
+    "CredentialSummary",
     "CustomerClosed",
     "CustomerExists",
     "CustomerView",
@@ -64,6 +86,7 @@ __all__ = [
     "DocumentRenewal",
     "HttpAdapter",
     "IdentificationPolicy",
+    "InvalidCredential",
     "InvalidIdentity",
     "InvalidWatchlist",
     "OwnerData",
@@ -81,6 +104,13 @@ __all__ = [
     "UpdateCustomer",
     "UploadedList",
     "VerificationView",
+    "VerifiedFactors",
+    "acting_for",
+    "add_signing_key",
+    "begin_totp",
+    "confirm_totp",
+    "count_failure",
+    "credential_summary",
     "duplicate_documents_refused",
     "find_by_document",
     "find_by_phone",
@@ -95,10 +125,12 @@ __all__ = [
     "register_individual",
     "reveal",
     "review",
+    "set_password",
     "timeline",
     "update",
     "upload",
     "verify_customer",
+    "verify_factors",
     "view",
     "visible_to",
 ]

@@ -26,7 +26,7 @@ from custodia.core.errors import NotFound
 from custodia.core.masking import mask_id_number, mask_phone, mask_text
 from custodia.core.vault import BlindIndexer, Vault
 from custodia.kyc import validation as v
-from custodia.kyc.errors import FieldProblem, InvalidIdentity
+from custodia.kyc.errors import CustomerClosed, FieldProblem, InvalidIdentity
 from custodia.kyc.models import Customer, CustomerParty, Verification
 from custodia.kyc.rating import RatingPolicy, RiskInputs, RiskModel, rate
 
@@ -399,6 +399,17 @@ def visible_to(actor: Actor) -> Callable[[Customer], None]:
             raise NotFound("customer", customer.id)
 
     return check
+
+
+def acting_for(
+    session: Session, customer_id: str, actor: Actor, *, writing: bool = False
+) -> Customer:
+    """Return the customer ``actor`` may act for: visible (else 404), and not closed to write."""
+    customer = load(session, customer_id)
+    visible_to(actor)(customer)
+    if writing and customer.status == "closed":
+        raise CustomerClosed(customer.id)
+    return customer
 
 
 def timeline(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 
-from custodia.core.errors import DomainError, ErrorKind
+from custodia.core.errors import DomainError, ErrorKind, FieldProblem
 
-
-@dataclass(frozen=True, slots=True)
-class FieldProblem:
-    """One field and what is wrong with it (``field`` is the path in the request body)."""
-
-    field: str
-    message: str
+__all__ = [
+    "ChannelNotConfigured",
+    "ChannelUnavailable",
+    "CustomerClosed",
+    "CustomerExists",
+    "DocumentExpired",
+    "FieldProblem",
+    "InvalidIdentity",
+    "InvalidWatchlist",
+    "KycError",
+]
 
 
 class KycError(DomainError):

@@ -20,6 +20,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -238,6 +239,45 @@ class CustomerNotice(Base):
     sent_at: Mapped[datetime]
 
 
+class CustomerCredential(Base):
+    """A customer's payment verification factors (K3) and the failures counted against them.
+
+    The payment password is stored only as scrypt with a pepper held outside the database;
+    the TOTP secret only as a vault blob. ``totp_last_step`` makes each code usable once.
+    """
+
+    __tablename__ = "customer_credentials"
+    __table_args__ = (
+        CheckConstraint("failed_attempts >= 0", name="failed_attempts_not_negative"),
+        CheckConstraint(
+            "totp_confirmed = false OR totp_secret_enc IS NOT NULL",
+            name="totp_confirmed_has_secret",
+        ),
+    )
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    totp_secret_enc: Mapped[bytes | None]
+    totp_confirmed: Mapped[bool] = mapped_column(Boolean)
+    totp_last_step: Mapped[int] = mapped_column(BigInteger)
+    failed_attempts: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class CustomerSigningKey(Base):
+    """An Ed25519 device key registered by a customer: an electronic-signature factor (K3)."""
+
+    __tablename__ = "customer_signing_keys"
+    __table_args__ = (Index("ix_customer_signing_keys_customer_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    public_key: Mapped[str] = mapped_column(String(60))  # base64 of the raw 32 bytes
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 def _document_value(values: dict[str, str]) -> str:
     return f"{values['id_type']}:{values['id_number_enc']}"
 
@@ -260,6 +300,7 @@ PII_COLUMNS = (
         EncryptedColumn("customer_parties", column)
         for column in ("name_enc", "id_number_enc", "date_of_birth_enc", "gender_enc", "phone_enc")
     ),
+    EncryptedColumn("customer_credentials", "totp_secret_enc", id_column="customer_id"),
 )
 
 #: The blind-index columns of this package (rebuilt by ``custodia keys reindex``).

@@ -6,8 +6,37 @@ same triggers.
 
 from __future__ import annotations
 
-#: Every append-only table of the current schema (a migration that adds one adds it here).
-APPEND_ONLY_TABLES = ("audit_events", "verifications")
+from dataclasses import dataclass
+
+#: Every consent column but the IP's vault blob, which ``keys reencrypt`` may move to a new
+#: key (its plaintext, and so the signed receipt, stays the same).
+CONSENT_FROZEN_COLUMNS = (
+    "id", "customer_id", "agreement_id", "agreement_kind", "agreement_version",
+    "agreement_locale", "content_sha256", "accepted", "channel", "user_agent", "shown_at",
+    "decided_at", "verification", "verification_ref", "prominent_clauses", "receipt_key_id",
+    "receipt_signature", "actor_kind", "actor_id", "request_id",
+)  # fmt: skip
+#: Published agreements are frozen; drafts stay editable.
+PUBLISHED_ONLY = "OLD.status = 'published'"
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """An append-only guard: which table, and optionally which columns or rows it freezes."""
+
+    table: str
+    columns: tuple[str, ...] | None = None  # None: every column
+    when: str | None = None  # None: every row
+
+
+#: Every guarded table of the current schema (a migration that adds one adds it here).
+GUARDS = (
+    Guard("audit_events"),
+    Guard("verifications"),
+    Guard("agreements", when=PUBLISHED_ONLY),
+    Guard("consents", columns=CONSENT_FROZEN_COLUMNS),
+    Guard("risk_warnings"),
+)
 
 REFUSE_FUNCTION_PG = """
 CREATE OR REPLACE FUNCTION custodia_refuse_change() RETURNS trigger
@@ -21,23 +50,36 @@ $$
 DROP_REFUSE_FUNCTION_PG = "DROP FUNCTION IF EXISTS custodia_refuse_change()"
 
 
-def append_only(table: str, dialect: str) -> list[str]:
-    """Return the statements that make ``table`` refuse UPDATE and DELETE (and TRUNCATE)."""
+def append_only(
+    table: str,
+    dialect: str,
+    *,
+    columns: tuple[str, ...] | None = None,
+    when: str | None = None,
+) -> list[str]:
+    """Return the statements that make ``table`` refuse UPDATE and DELETE (and TRUNCATE).
+
+    ``columns`` limits the refused UPDATEs to those that set one of them; ``when`` (a
+    condition on ``OLD``) limits both refusals to the rows it holds for.
+    """
+    update = f"UPDATE OF {', '.join(columns)}" if columns else "UPDATE"
     if dialect == "postgresql":
+        condition = f"WHEN ({when}) " if when else ""
         return [
             (
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION custodia_refuse_change()"
+                f"CREATE TRIGGER {table}_append_only BEFORE {update} OR DELETE ON {table} "
+                f"FOR EACH ROW {condition}EXECUTE FUNCTION custodia_refuse_change()"
             ),
             (
                 f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION custodia_refuse_change()"
             ),
         ]
+    condition = f"WHEN {when} " if when else ""
     return [
-        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {clause} ON {table} {condition}"
         f"BEGIN SELECT RAISE(ABORT, 'custodia: {table} is append-only: {op} refused'); END"
-        for op in ("UPDATE", "DELETE")
+        for op, clause in (("UPDATE", update), ("DELETE", "DELETE"))
     ]
 
 
@@ -110,13 +152,18 @@ def drop_audit_inbox_guard(dialect: str) -> list[str]:
     ]
 
 
+def guard_statements(guard: Guard, dialect: str) -> list[str]:
+    """Return the statements that create ``guard``'s triggers."""
+    return append_only(guard.table, dialect, columns=guard.columns, when=guard.when)
+
+
 def guard_triggers(dialect: str) -> list[str]:
     """Return every guard trigger of the current schema (for the test suite's clean-up)."""
-    tables = [s for table in APPEND_ONLY_TABLES for s in append_only(table, dialect)]
+    tables = [s for guard in GUARDS for s in guard_statements(guard, dialect)]
     return [*tables, *audit_inbox_guard(dialect)]
 
 
 def drop_guard_triggers(dialect: str) -> list[str]:
     """Return the statements that remove :func:`guard_triggers`."""
-    tables = [s for table in APPEND_ONLY_TABLES for s in drop_append_only(table, dialect)]
+    tables = [s for guard in GUARDS for s in drop_append_only(guard.table, dialect)]
     return [*tables, *drop_audit_inbox_guard(dialect)]
