@@ -115,7 +115,7 @@ class ConsentView:
 
 
 def signing_string(
-    customer_id: str, agreement_id: str, content_sha256: str, accepted: bool
+    customer_id: str, agreement_id: str, content_sha256: str, *, accepted: bool
 ) -> bytes:
     """Return what a device key signs to confirm a consent (docs/api.md)."""
     decision = "accepted" if accepted else "declined"
@@ -240,7 +240,7 @@ def record(
             method,
             request.factors,
             message=signing_string(
-                customer_id, agreement.id, agreement.content_sha256, request.accepted
+                customer_id, agreement.id, agreement.content_sha256, accepted=request.accepted
             ),
             now=ctx.now,
         )
