@@ -161,3 +161,49 @@ def test_onboarding_logs_carry_no_personal_data(
     refused = [r for r in records if r["event"] == "request" and r["status"] == 422]
     assert [r["code"] for r in refused] == ["validation_failed"] * 3  # why, without the data
     assert {r["code"] for r in records if r["event"] == "request" and r["status"] < 300} == {None}
+
+
+def test_consents_and_factors_leave_no_ip_secret_or_password_in_the_database(
+    committing_runtime: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    """Consent IPs (also in idempotent replies), TOTP secrets and payment passwords (K5)."""
+    import pyotp  # noqa: PLC0415
+
+    key = bearer(make_client(committing_runtime, Role.ONBOARDING_APP).key)
+    secrets: list[bytes] = []
+    with TestClient(create_app(settings, runtime=committing_runtime)) as client:
+        agreement = client.get("/v1/agreements/current", headers=key).json()
+        for n in range(20):
+            customer = client.post("/v1/customers", json=person_body(), headers=key).json()
+            ip = f"198.51.100.{n + 1}"
+            consent = client.post(
+                f"/v1/customers/{customer['id']}/consents",
+                json={
+                    "agreement_id": agreement["id"],
+                    "accepted": True,
+                    "channel": "app",
+                    "ip": ip,
+                    "user_agent": "test",
+                    "shown_at": committing_runtime.clock.now().isoformat(),
+                },
+                headers={**key, "Idempotency-Key": f"consent-{n}"},
+            )
+            assert consent.status_code == 201, consent.text
+            pin = f"{(n * 7919 + 104729) % 10**6:06d}"
+            stored = client.post(
+                f"/v1/customers/{customer['id']}/credentials/password",
+                json={"password": pin},
+                headers=key,
+            )
+            assert stored.status_code == 204, stored.text
+            uri = client.post(f"/v1/customers/{customer['id']}/credentials/totp", headers=key)
+            assert uri.status_code == 201
+            secrets += [
+                ip.encode(),
+                f'"ip":"{ip}"'.encode(),
+                pin.encode(),
+                pyotp.parse_uri(uri.json()["provisioning_uri"]).secret.encode(),
+            ]
+    raw = _raw_database(committing_runtime, settings, tmp_path)
+    assert b"consent-0" in raw  # the idempotency record is there ...
+    assert [s.decode() for s in secrets if s in raw] == []  # ... but nothing of the above
