@@ -85,7 +85,8 @@ class MandatoryClauseMissing(AgreementError):
             f"A {agreement_kind} agreement must set out every mandatory clause; missing: "
             f"{', '.join(missing)}.",
             missing=missing,
-            rule="A1",
+            rule="mandatory_clauses",
+            regulation="A1",
             article=article("A1"),
         )
 
@@ -105,7 +106,8 @@ class EffectiveDateTooEarly(AgreementError):
             effective_at=effective_at.isoformat(),
             earliest_effective_at=earliest.isoformat(),
             notice_days=notice_days,
-            rule="A3",
+            rule="change_notice_period",
+            regulation="A3",
             article=article("A3"),
         )
 
@@ -169,7 +171,8 @@ class ConsentRequired(AgreementError):
             customer_id=customer_id,
             agreement_kind=agreement_kind,
             agreement_id=agreement_id,
-            rule="A3",
+            rule="consent_to_terms_in_force",
+            regulation="A3",
             article=article("A3"),
         )
 
@@ -188,6 +191,7 @@ class RiskWarningRequired(AgreementError):
             customer_id=customer_id,
             operation=operation,
             warning_kind=warning_kind,
-            rule="A4",
+            rule="risk_warning_before_operation",
+            regulation="A4",
             article=article("A4"),
         )

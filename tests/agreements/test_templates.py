@@ -176,7 +176,11 @@ def test_publishing_is_refused_for_each_missing_mandatory_clause(
     problem = response.json()
     assert problem["code"] == "mandatory_clause_missing"
     assert problem["missing"] == [missing]
-    assert (problem["rule"], problem["article"]) == ("A1", "Art. 7")
+    assert (problem["rule"], problem["regulation"], problem["article"]) == (
+        "mandatory_clauses",
+        "A1",
+        "Art. 7",
+    )
     still = client.get(f"/v1/agreements/{draft['id']}", headers=lead).json()
     assert still["status"] == "draft"
 
@@ -227,8 +231,9 @@ def test_a_new_version_takes_effect_no_sooner_than_thirty_days_after_publication
     response = client.post(f"/v1/agreements/{draft['id']}/publish", headers=lead)
     assert response.status_code == 422, response.text
     problem = response.json()
-    assert (problem["code"], problem["rule"], problem["notice_days"]) == (
+    assert (problem["code"], problem["rule"], problem["regulation"], problem["notice_days"]) == (
         "effective_date_too_early",
+        "change_notice_period",
         "A3",
         30,
     )

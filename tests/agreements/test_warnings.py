@@ -46,7 +46,7 @@ def test_a_high_risk_operation_needs_a_fresh_acknowledged_warning(
 ) -> None:
     with pytest.raises(agreements.RiskWarningRequired) as refused:
         _gate(runtime, customer_id, "large_transfer")
-    assert (refused.value.code, refused.value.data["rule"]) == ("risk_warning_required", "A4")
+    assert (refused.value.code, refused.value.data["regulation"]) == ("risk_warning_required", "A4")
     _warn(
         client, app_key, customer_id, kind="high_risk_operation", shown_at=clock.now().isoformat(),
         acknowledged=False,
