@@ -47,8 +47,11 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## the benchmarks (never part of `make test`)
-	$(BIN)/python bench/asgi_servers.py
+BENCHES ?= onboarding audit_trail asgi_servers
+
+bench: $(STAMP) ## the benchmarks (never part of `make test`); BENCHES="onboarding" runs one
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+	@echo "results: bench/results/"
 
 clean: ## remove caches (keeps .venv and var/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/results
