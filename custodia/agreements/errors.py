@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from custodia.core.errors import DomainError, ErrorKind, FieldProblem
+from custodia.core.errors import DomainError, ErrorKind, FieldProblem, InvalidFields
 from custodia.core.rules import article
 
 __all__ = [
@@ -27,19 +27,8 @@ class AgreementError(DomainError):
     """Base of the agreements package's refusals."""
 
 
-class InvalidAgreement(AgreementError):
+class InvalidAgreement(InvalidFields, AgreementError):
     """A request about agreements, consents or warnings with bad fields; each is listed."""
-
-    code = "validation_failed"
-    kind = ErrorKind.INVALID
-    title = "The request is not valid"
-
-    def __init__(self, problems: list[FieldProblem]) -> None:
-        self.problems = problems
-        super().__init__(
-            "One or more fields are missing or wrong; see errors.",
-            errors=[{"field": p.field, "message": p.message} for p in problems],
-        )
 
 
 class AgreementVersionExists(AgreementError):

@@ -213,9 +213,9 @@ def canonical_content(
     )
 
 
-def content_hash(agreement: AgreementView | Agreement) -> str:
+def content_hash(agreement: AgreementView | Agreement | DraftAgreement) -> str:
     """Return the hex SHA-256 of the agreement's canonical content."""
-    clauses = agreement.clauses if isinstance(agreement, AgreementView) else _clauses_of(agreement)
+    clauses = agreement.clauses if not isinstance(agreement, Agreement) else _clauses_of(agreement)
     return hashlib.sha256(
         canonical_content(
             kind=agreement.kind,
@@ -612,7 +612,7 @@ def install_defaults(connection: Connection, *, now: datetime, ids: IdGenerator)
         )
         if exists is not None:
             continue
-        clauses = _with_prominence(draft.kind, draft.clauses, policy)
+        shipped = replace(draft, clauses=_with_prominence(draft.kind, draft.clauses, policy))
         values = {
             "id": ids.new(IdPrefix.AGREEMENT),
             "kind": draft.kind,
@@ -621,19 +621,9 @@ def install_defaults(connection: Connection, *, now: datetime, ids: IdGenerator)
             "title": draft.title,
             "status": "published",
             "effective_at": draft.effective_at,
-            "clauses": _clause_document(clauses),
+            "clauses": _clause_document(shipped.clauses),
             "consent_verification": draft.consent_verification,
-            "content_sha256": hashlib.sha256(
-                canonical_content(
-                    kind=draft.kind,
-                    version=draft.version,
-                    locale=draft.locale,
-                    title=draft.title,
-                    effective_at=draft.effective_at,
-                    consent_verification=draft.consent_verification,
-                    clauses=clauses,
-                )
-            ).hexdigest(),
+            "content_sha256": content_hash(shipped),
             # The shipped text's own date: it is in force from the first start.
             "published_at": draft.effective_at,
             "published_by": "system:custodia",

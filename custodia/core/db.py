@@ -376,25 +376,26 @@ class Database:
         session.flush()
         deferred: list[tuple[Any, dict[str, Any]]] = session.info.pop(DEFERRED, [])
         if deferred and self.backend == "postgresql" and self.pipeline and not read_only:
-            connection = session.connection()
-            raw: Any = connection.connection.driver_connection
-            # The session hands its connection back to the pool as it commits, and another
-            # thread must never get it while it is still in pipeline mode: the driver
-            # commits inside the pipeline, the session after it ended (the driver then sees
-            # no open transaction and sends nothing). In test mode the unit is a savepoint of
-            # the test's own connection, which only the session may release.
-            commit_in_pipeline = uow.commit if self._bind is not None else raw.commit
+            raw: Any = session.connection().connection.driver_connection
             dbapi_error = self.engine.dialect.loaded_dbapi.Error
             try:
-                with raw.pipeline():
+                with raw.pipeline() as pipeline:
                     _execute_deferred(session, deferred)
-                    commit_in_pipeline()
+                    if self._bind is None:
+                        raw.commit()  # the writes and the COMMIT: one round trip
+                    else:
+                        # Test mode: the unit is a savepoint; the writes' errors must surface
+                        # before it is released, or the session would take it for done.
+                        pipeline.sync()
             except dbapi_error as exc:
                 raise DBAPIError.instance(
                     None, None, exc, dbapi_error, hide_parameters=True, dialect=self.engine.dialect
                 ) from exc
-            if self._bind is None:
-                uow.commit()
+            # Only now, out of pipeline mode, may the session hand the connection back to the
+            # pool (it does so as it commits): another thread must never get it mid-pipeline.
+            # The driver has committed already and sends nothing more; in test mode this
+            # releases the savepoint.
+            uow.commit()
             return
         _execute_deferred(session, deferred)
         uow.commit()

@@ -61,6 +61,24 @@ class FieldProblem:
     message: str
 
 
+class InvalidFields(DomainError):
+    """Fields of a request that fail validation, each named with what is wrong (422).
+
+    Subclasses give the title and detail that say what kind of data was refused.
+    """
+
+    code = "validation_failed"
+    kind = ErrorKind.INVALID
+    title = "The request is not valid"
+    detail_text: ClassVar[str] = "One or more fields are missing or wrong; see errors."
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__(
+            self.detail_text, errors=[{"field": p.field, "message": p.message} for p in problems]
+        )
+
+
 class ConfigError(Exception):
     """The service was configured wrongly; the CLI prints the message and exits with 2."""
 

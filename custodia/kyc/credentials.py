@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from custodia.core import audit
 from custodia.core.actors import Context
-from custodia.core.errors import ErrorKind, FieldProblem
+from custodia.core.errors import ErrorKind, FieldProblem, InvalidFields
 from custodia.core.factors import Factor
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.passwords import SecretHasher
@@ -53,18 +53,11 @@ class CredentialPolicy:
     lockout: timedelta = timedelta(minutes=15)
 
 
-class InvalidCredential(KycError):
+class InvalidCredential(InvalidFields, KycError):
     """A credential that cannot be stored as given (weak PIN, malformed key)."""
 
-    code = "validation_failed"
-    kind = ErrorKind.INVALID
     title = "The credential is not valid"
-
-    def __init__(self, problems: list[FieldProblem]) -> None:
-        super().__init__(
-            "The credential was not stored; see errors.",
-            errors=[{"field": p.field, "message": p.message} for p in problems],
-        )
+    detail_text = "The credential was not stored; see errors."
 
 
 class AuthenticationFailed(KycError):

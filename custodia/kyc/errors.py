@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from custodia.core.errors import DomainError, ErrorKind, FieldProblem
+from custodia.core.errors import DomainError, ErrorKind, FieldProblem, InvalidFields
 
 __all__ = [
     "ChannelNotConfigured",
@@ -23,19 +23,11 @@ class KycError(DomainError):
     """Base of the KYC package's refusals."""
 
 
-class InvalidIdentity(KycError):
+class InvalidIdentity(InvalidFields, KycError):
     """Identity data that fails validation: every bad field is listed (API.md: 422)."""
 
-    code = "validation_failed"
-    kind = ErrorKind.INVALID
     title = "The identity data is not valid"
-
-    def __init__(self, problems: list[FieldProblem]) -> None:
-        self.problems = problems
-        super().__init__(
-            "One or more identity fields are missing or wrong; see errors.",
-            errors=[{"field": p.field, "message": p.message} for p in problems],
-        )
+    detail_text = "One or more identity fields are missing or wrong; see errors."
 
 
 class DocumentExpired(KycError):
