@@ -8,9 +8,10 @@
 - The gate (:func:`require_consent`, A3): an operation under an agreement needs the
   customer's acceptance of the version *in force*; once a new version takes effect, consent
   to the old one no longer counts. A version can be accepted ahead of its effective date.
-- Declining the version in force ends the relationship under it: the event
+- Declining ends the relationship under the agreement: the event
   ``agreements.consent_declined`` tells the accounts module to close the customer's accounts
-  (withdraw to the customer's own card, then close).
+  (withdraw to the customer's own card, then close) from ``service_ends_at`` on: at once
+  for the version in force, at its effective date for an announced one.
 - Publishing a new version tells every customer who accepted an older one
   (``agreements.customer_notified``, once per customer and version), in batches.
 """
@@ -291,11 +292,19 @@ def record(
             "verification": method,
         },
     )
-    if not request.accepted and current is not None and current.id == agreement.id:
+    if not request.accepted:
+        # Declining the version in force ends service under it now; declining an announced
+        # one, when that version takes effect (until then the old terms stand, A3).
+        ends_at = max(agreement.effective_at, ctx.now)
         publish(
             session,
             CONSENT_DECLINED,
-            {"customer_id": customer_id, "agreement_id": agreement.id, "kind": agreement.kind},
+            {
+                "customer_id": customer_id,
+                "agreement_id": agreement.id,
+                "kind": agreement.kind,
+                "service_ends_at": rfc3339(ends_at),
+            },
             ids=ids,
             now=ctx.now,
         )

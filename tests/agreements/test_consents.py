@@ -6,7 +6,7 @@ import base64
 import copy
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +342,39 @@ def test_changed_terms_are_announced_and_accepted_again(
     assert "agreements:agreement:notice_sent" in actions
 
 
+def test_declining_an_announced_version_ends_service_when_it_takes_effect(
+    client: Client,
+    *,
+    runtime: Runtime,
+    clock: ManualClock,
+    lead: dict[str, str],
+    app_key: dict[str, str],
+    customer_id: str,
+) -> None:
+    old = _current(client, app_key)
+    _consent(client, app_key, customer_id, consent_body(old["id"], clock.now()))
+    new = publish_new_version(client, lead, "2027.1", timedelta(days=30), clock.now())
+    declined = _consent(
+        client, app_key, customer_id, consent_body(new["id"], clock.now(), accepted=False)
+    )
+    assert declined.status_code == 201
+    assert _gate(runtime, customer_id)  # the old terms stand until the new ones take effect
+    ends = runtime.db.run(
+        lambda s: [
+            e.payload["service_ends_at"]
+            for e in s.scalars(
+                select(OutboxEvent).where(OutboxEvent.event_type == agreements.CONSENT_DECLINED)
+            )
+        ]
+    )
+    assert [datetime.fromisoformat(e.replace("Z", "+00:00")) for e in ends] == [
+        datetime.fromisoformat(new["effective_at"])
+    ]
+    clock.advance(timedelta(days=30))
+    with pytest.raises(agreements.ConsentRequired):
+        _gate(runtime, customer_id)
+
+
 def test_declining_the_version_in_force_ends_service_under_it(
     client: Client, runtime: Runtime, clock: ManualClock, app_key: dict[str, str], customer_id: str
 ) -> None:
@@ -364,7 +397,12 @@ def test_declining_the_version_in_force_ends_service_under_it(
         ]
     )
     assert events == [
-        {"customer_id": customer_id, "agreement_id": agreement["id"], "kind": "payment_service"}
+        {
+            "customer_id": customer_id,
+            "agreement_id": agreement["id"],
+            "kind": "payment_service",
+            "service_ends_at": declined.json()["receipt"]["payload"]["decided_at"],  # at once
+        }
     ]
     assert "agreements:consent:declined" in audit_actions(runtime, customer_id=customer_id)
 
