@@ -8,8 +8,9 @@ from functools import partial
 import msgspec
 import pytest
 from sqlalchemy import column, select, table
+from sqlalchemy.orm import Session
 
-from custodia import kyc
+from custodia import agreements, kyc
 from custodia.api.runtime import Runtime, pii_schema
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.clock import ManualClock
@@ -17,6 +18,7 @@ from custodia.core.db import Database
 from custodia.core.keys import KeyFile, KeyPurpose, KeyRing, rotate
 from custodia.core.settings import Settings
 from custodia.core.vault import key_id_of, reencrypt_batch, reindex_batch, run_batches
+from custodia.kyc.models import Customer
 from tests.factories import birth_date_of, corporate_body, mobile, prc_id
 
 
@@ -123,6 +125,7 @@ def test_rotation_then_reencrypt_and_reindex_leave_nothing_under_the_old_keys(
     old = _runtime_with(settings, db, keys, clock)
     people = [(prc_id(), mobile()) for _ in range(20)]
     _register(old, people)
+    customer_id = _consent_and_totp(old)
     assert {key_id_of(b) for blobs in _all_blobs(db).values() for b in blobs} == {"1"}
 
     new_keys = rotate(rotate(keys, KeyPurpose.PII), KeyPurpose.INDEX)
@@ -166,6 +169,46 @@ def test_rotation_then_reencrypt_and_reindex_leave_nothing_under_the_old_keys(
     assert (view.id_number, view.phone) == (number, "+86" + phone)
     with pytest.raises(kyc.CustomerExists):
         _register(fresh, [(number, mobile())])
+    assert len(blobs["consents.ip_enc"]) == len(blobs["customer_credentials.totp_secret_enc"]) == 1
+    (consent,) = db.run(
+        lambda s: agreements.list_consents(
+            s, customer_id, vault=fresh.vault, before_id=None, limit=5
+        )
+    )
+    assert consent.ip == "203.0.113.9"
+    assert agreements.verify_receipt(consent.receipt, fresh.signer.public_keys()).valid
+
+
+def _consent_and_totp(runtime: Runtime) -> str:
+    """Give one customer a consent (IP in the vault) and a pending authenticator."""
+    ctx = _ctx(runtime)
+
+    def work(session: Session) -> str:
+        customer_id = session.scalars(select(Customer.id).order_by(Customer.id)).first()
+        agreement = agreements.in_force(session, "payment_service", "zh-CN", ctx.now)
+        assert customer_id is not None and agreement is not None
+        request = agreements.ConsentRequest(
+            agreement_id=agreement.id,
+            accepted=True,
+            channel="app",
+            ip="203.0.113.9",
+            user_agent="test",
+            shown_at=ctx.now,
+        )
+        agreements.record(
+            session,
+            customer_id,
+            request,
+            ctx=ctx,
+            ids=runtime.ids,
+            vault=runtime.vault,
+            signer=runtime.signer,
+            confirm=runtime.confirm_consent,
+        )
+        kyc.begin_totp(session, customer_id, ctx=ctx, vault=runtime.vault)
+        return customer_id
+
+    return runtime.db.run(work)
 
 
 def test_reencrypt_never_overwrites_a_row_changed_meanwhile(
