@@ -45,6 +45,7 @@ from custodia.core.keys import KeyFile, generate_key_file
 from custodia.core.logging import clear_context
 from custodia.core.models import AuditChainHead
 from custodia.core.settings import Environment, Settings, load_settings
+from custodia.ledger.posting import install_system_accounts
 from custodia.migrations.ddl import drop_guard_triggers, guard_triggers
 
 AUTO_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -316,6 +317,7 @@ def _truncate_all(engine: Engine) -> None:
         # The migrations seed the chain head and the default agreements; put them back.
         conn.execute(insert(AuditChainHead).values(id=1, seq=0, hash=GENESIS))
         install_defaults(conn, now=START, ids=IdGenerator())
+        install_system_accounts(conn, "CNY", now=START)
 
 
 @pytest.fixture

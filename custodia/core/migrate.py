@@ -20,6 +20,7 @@ MODEL_MODULES = (
     "custodia.access.models",
     "custodia.kyc.models",
     "custodia.agreements.models",
+    "custodia.ledger.models",
 )
 
 

@@ -36,6 +36,8 @@ GUARDS = (
     Guard("agreements", when=PUBLISHED_ONLY),
     Guard("consents", columns=CONSENT_FROZEN_COLUMNS),
     Guard("risk_warnings"),
+    Guard("ledger_transactions"),
+    Guard("ledger_entries"),
 )
 
 REFUSE_FUNCTION_PG = """
