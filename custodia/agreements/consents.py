@@ -307,6 +307,7 @@ def record(
             },
             ids=ids,
             now=ctx.now,
+            available_at=ends_at,
         )
     return _view(row, vault)
 

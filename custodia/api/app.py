@@ -13,6 +13,13 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from custodia import __version__
+from custodia.api.accounts import (
+    AccountsController,
+    CustomerAccountsController,
+    LedgerController,
+    MerchantsController,
+    MoneyController,
+)
 from custodia.api.agreements import AgreementsController, CustomerConsentsController
 from custodia.api.audit import AuditController
 from custodia.api.auth import AuthController
@@ -84,6 +91,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             CustomerCredentialsController,
             CustomerConsentsController,
             AgreementsController,
+            AccountsController,
+            CustomerAccountsController,
+            MerchantsController,
+            MoneyController,
+            LedgerController,
             ScreeningController,
         ],
         guards=[authorize],

@@ -73,12 +73,20 @@ class CredentialsOut(msgspec.Struct, kw_only=True):
 
 
 @contextmanager
-def failures_counted(runtime: Runtime, ctx: Context, customer_id: str) -> Iterator[None]:
-    """Count a wrong factor against the customer (committed on its own), then re-raise."""
+def failures_counted(
+    runtime: Runtime, ctx: Context, customer_id: str | None = None
+) -> Iterator[None]:
+    """Count a wrong factor against the customer (committed on its own), then re-raise.
+
+    Without ``customer_id`` the customer is the one the failure names.
+    """
     try:
         yield
     except kyc.AuthenticationFailed as exc:
         factor = exc.factor
+        customer_id = customer_id or exc.customer_id
+        if customer_id is None:
+            raise
         locked_until = runtime.db.run(
             lambda s: kyc.count_failure(
                 s, customer_id, factor, ctx=ctx, policy=runtime.credential_policy

@@ -16,6 +16,12 @@ from sqlalchemy.orm import Session
 from custodia import agreements, kyc
 from custodia.access import AccessPolicy
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
+from custodia.accounts import limits as account_limits
+from custodia.accounts import movements
+from custodia.accounts import service as account_service
+from custodia.accounts.bank import BankAdapter, bank_from_config
+from custodia.accounts.models import INDEX_COLUMNS as ACCOUNT_INDEX_COLUMNS
+from custodia.accounts.models import PII_COLUMNS as ACCOUNT_PII_COLUMNS
 from custodia.agreements.consents import consumers as agreement_consumers
 from custodia.agreements.models import PII_COLUMNS as AGREEMENT_PII_COLUMNS
 from custodia.core import audit
@@ -44,8 +50,13 @@ _log = get_logger("custodia.security")
 def pii_schema() -> PiiSchema:
     """Every encrypted and blind-indexed column of the service, from every package."""
     return PiiSchema(
-        encrypted=(*ACCESS_PII_COLUMNS, *KYC_PII_COLUMNS, *AGREEMENT_PII_COLUMNS),
-        indexes=(*KYC_INDEX_COLUMNS,),
+        encrypted=(
+            *ACCESS_PII_COLUMNS,
+            *KYC_PII_COLUMNS,
+            *AGREEMENT_PII_COLUMNS,
+            *ACCOUNT_PII_COLUMNS,
+        ),
+        indexes=(*KYC_INDEX_COLUMNS, *ACCOUNT_INDEX_COLUMNS),
     )
 
 
@@ -72,6 +83,9 @@ class Runtime:
     agreement_policy: agreements.AgreementPolicy = field(init=False)
     warning_policy: agreements.RiskWarningPolicy = field(init=False)
     credential_policy: kyc.CredentialPolicy = field(init=False)
+    limit_policy: account_limits.LimitPolicy = field(init=False)
+    bank: BankAdapter = field(init=False)
+    money: movements.Collaborators = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -106,6 +120,26 @@ class Runtime:
             self.consumers.register(event_type, f"kyc.{event_type}", consumer)
         for event_type, consumer in agreement_consumers(self.ids, batch=s.notice_batch).items():
             self.consumers.register(event_type, f"agreements.{event_type}", consumer)
+        uplift = {"none": 5_000, "B": 7_500, "A": 10_000}[s.institution_rating]
+        self.limit_policy = account_limits.LimitPolicy(
+            timezone=s.timezone,
+            year_window=s.limit_year,
+            daily_two_kinds=uplift * account_limits.CNY,
+            signature_daily_default=s.signature_daily_limit,
+        )
+        self.bank = bank_from_config(s.bank_adapter, production=s.is_production)
+        self.money = movements.Collaborators(
+            vault=self.vault,
+            hasher=self.hasher,
+            ids=self.ids,
+            limits=self.limit_policy,
+            warnings=self.warning_policy,
+        )
+        for event_type, consumer in {
+            **account_service.consumers(),
+            **movements.payout_consumer(self.bank, self.money),
+        }.items():
+            self.consumers.register(event_type, f"accounts.{event_type}", consumer)
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,

@@ -59,6 +59,8 @@ OFFICERS = frozenset({Role.COMPLIANCE_OFFICER, Role.COMPLIANCE_LEAD})
 LEADS = frozenset({Role.COMPLIANCE_LEAD})
 #: Staff who may read customer records (masked): officers, leads and auditors.
 CUSTOMER_READERS = OFFICERS | {Role.AUDITOR}
+MERCHANTS = frozenset({Role.MERCHANT})
+ADMINS = frozenset({Role.ADMIN})
 #: Who drafts and publishes agreement texts (API.md: compliance_lead, admin).
 AGREEMENT_EDITORS = frozenset({Role.COMPLIANCE_LEAD, Role.ADMIN})
 
@@ -108,6 +110,28 @@ ROUTE_ACCESS: dict[str, Access] = {
     "customers_consents": Access(ONBOARDING | CUSTOMER_READERS),
     "customers_risk_warning": Access(ONBOARDING),
     "customers_risk_warnings": Access(ONBOARDING | CUSTOMER_READERS),
+    # payment accounts: opened and closed for its customers by the app; frozen by officers
+    "accounts_open": Access(ONBOARDING),
+    "accounts_get": Access(ONBOARDING | CUSTOMER_READERS),
+    "accounts_close": Access(ONBOARDING),
+    "accounts_freeze": Access(OFFICERS),
+    "accounts_unfreeze": Access(OFFICERS),
+    "accounts_transactions": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_accounts": Access(ONBOARDING | CUSTOMER_READERS),
+    "customers_bank_card_bind": Access(ONBOARDING),
+    "customers_bank_cards": Access(ONBOARDING | CUSTOMER_READERS),
+    # money movement: the customer's app moves its customers' money; merchants take payments
+    "top_ups_create": Access(ONBOARDING),
+    "withdrawals_create": Access(ONBOARDING),
+    "transfers_create": Access(ONBOARDING),
+    "payments_create": Access(MERCHANTS),
+    "refunds_create": Access(MERCHANTS),
+    "transactions_get": Access(ONBOARDING | MERCHANTS | CUSTOMER_READERS),
+    # merchants: registered by an admin; a merchant reads its own record
+    "merchants_create": Access(ADMINS),
+    "merchants_get": Access(ADMINS | OFFICERS | MERCHANTS),
+    # the ledger's reconciliation against the reserve account
+    "ledger_reconciliation": Access(AUDIT_READERS),
     # watchlists and screening
     "aml_watchlists_upload": Access(LEADS),
     "aml_watchlists_list": Access(CUSTOMER_READERS),

@@ -95,6 +95,20 @@ class AuditAction(StrEnum):
     CONSENT_ACCEPTED = "agreements:consent:accepted"
     CONSENT_DECLINED = "agreements:consent:declined"
     RISK_WARNING_SHOWN = "agreements:risk_warning:shown"
+    ACCOUNT_OPENED = "accounts:account:opened"
+    ACCOUNT_FROZEN = "accounts:account:frozen"
+    ACCOUNT_UNFROZEN = "accounts:account:unfrozen"
+    ACCOUNT_CLOSING = "accounts:account:closing"
+    ACCOUNT_CLOSED = "accounts:account:closed"
+    BANK_CARD_BOUND = "accounts:bank_card:bound"
+    MERCHANT_CREATED = "accounts:merchant:created"
+    TOP_UP = "accounts:transaction:top_up"
+    WITHDRAWAL = "accounts:transaction:withdrawal"
+    TRANSFER = "accounts:transaction:transfer"
+    PAYMENT = "accounts:transaction:payment"
+    REFUND = "accounts:transaction:refund"
+    PAYOUT_COMPLETED = "accounts:transaction:payout_completed"
+    PAYOUT_FAILED = "accounts:transaction:payout_failed"
 
 
 _INSERT_INBOX = insert(AuditInbox.__table__).inline()  # type: ignore[arg-type]

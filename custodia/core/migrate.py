@@ -21,6 +21,7 @@ MODEL_MODULES = (
     "custodia.kyc.models",
     "custodia.agreements.models",
     "custodia.ledger.models",
+    "custodia.accounts.models",
 )
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     text,
 )
@@ -81,6 +82,13 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}  # noqa: RUF012
+
+
+def table_of(model: type[Base]) -> Table:
+    """Return a model's table, typed as one (for Core statements on the hot path)."""
+    table = model.__table__
+    assert isinstance(table, Table)  # noqa: S101 - every model here maps one table
+    return table
 
 
 class IdempotencyRecord(Base):

@@ -65,8 +65,12 @@ def publish(
     *,
     ids: IdGenerator,
     now: datetime,
+    available_at: datetime | None = None,
 ) -> str:
-    """Record an event in the current transaction and return its id (``evt_…``)."""
+    """Record an event in the current transaction and return its id (``evt_…``).
+
+    ``available_at`` delays delivery until then (default: at once).
+    """
     event_id = ids.new(IdPrefix.EVENT)
     # A plain INSERT, not an ORM object: cheaper on every command's path, and nothing
     # reads the event back in the transaction that wrote it.
@@ -80,7 +84,7 @@ def publish(
             "status": "pending",
             "attempts": 0,
             "created_at": now,
-            "available_at": now,
+            "available_at": available_at or now,
         },
     )
     return event_id

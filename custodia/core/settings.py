@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -95,6 +95,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     notice_batch: PositiveInt = 200
     customer_auth_max_failures: PositiveInt = 5
     customer_auth_lockout_minutes: PositiveFloat = 15.0
+    limit_year: Literal["calendar_year", "rolling_12_months"] = "calendar_year"
+    institution_rating: Literal["none", "A", "B"] = "none"
+    signature_daily_limit: PositiveInt = 5_000_000
+    bank_adapter: str = ""
 
     def __post_init__(self) -> None:
         for field in self.__struct_fields__:
@@ -120,6 +124,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         shown["database_url"] = _hide_password(self.database_url)
         shown["keys_json"] = "<set>" if self.keys_json else ""
         shown["verification_channels"] = "<set>" if self.verification_channels else ""
+        shown["bank_adapter"] = "<set>" if self.bank_adapter else ""
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     # Derived values: computed, never stored twice.

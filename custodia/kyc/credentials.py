@@ -68,9 +68,10 @@ class AuthenticationFailed(KycError):
     title = "Verification failed"
     transient = True
 
-    def __init__(self, factor: str) -> None:
+    def __init__(self, factor: str, *, customer_id: str | None = None) -> None:
         super().__init__(f"The {factor} factor did not verify.", factor=factor)
         self.factor = factor
+        self.customer_id = customer_id  # whose failure it is, for the count (not shown)
 
 
 class AuthenticationLocked(KycError):
@@ -398,7 +399,7 @@ def verify_factors(
         else:
             ok, ref = False, factor.type
         if not ok:
-            raise AuthenticationFailed(factor.type)
+            raise AuthenticationFailed(factor.type, customer_id=customer_id)
         kinds.append(factor.type)
         refs.append(ref)
     if row.failed_attempts:

@@ -20,13 +20,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from custodia.core.db import defer
 from custodia.core.errors import NotFound
+from custodia.core.models import table_of
 from custodia.core.money import minor_unit_exponent
 from custodia.ledger.errors import (
     AlreadyReversed,
@@ -42,8 +43,8 @@ from custodia.ledger.models import (
     LedgerTransaction,
 )
 
-_ACCOUNTS = cast("Table", LedgerAccount.__table__)
-_HOLDS = cast("Table", LedgerHold.__table__)
+_ACCOUNTS = table_of(LedgerAccount)
+_HOLDS = table_of(LedgerHold)
 _LINK_CAPTURE = (
     update(_HOLDS)
     .where(_HOLDS.c.id == bindparam("hold_id"))

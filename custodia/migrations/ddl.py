@@ -20,6 +20,18 @@ CONSENT_FROZEN_COLUMNS = (
 PUBLISHED_ONLY = "OLD.status = 'published'"
 
 
+#: A payment transaction's record never changes, but for the outcome of a pending one (and
+#: the re-encryption of the payer's and payee's names).
+PAYMENT_TRANSACTION_FROZEN_COLUMNS = (
+    "id", "type", "amount", "currency", "debit_account", "credit_account",
+    "payer_customer_id", "payee_customer_id", "merchant_id", "merchant_name", "merchant_code",
+    "mcc", "bank_card_id", "bank_card_masked", "bank_name", "channel", "terminal_type",
+    "authentication", "purpose", "order_id", "description", "original_transaction_id",
+    "trace_id", "created_at",
+)  # fmt: skip
+PAYMENT_OUTCOME_COLUMNS = ("status", "bank_reference", "completed_at")
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """An append-only guard: which table, and optionally which columns or rows it freezes."""
@@ -27,6 +39,7 @@ class Guard:
     table: str
     columns: tuple[str, ...] | None = None  # None: every column
     when: str | None = None  # None: every row
+    name: str | None = None  # the triggers' name stem when a table has two guards
 
 
 #: Every guarded table of the current schema (a migration that adds one adds it here).
@@ -38,6 +51,13 @@ GUARDS = (
     Guard("risk_warnings"),
     Guard("ledger_transactions"),
     Guard("ledger_entries"),
+    Guard("payment_transactions", columns=PAYMENT_TRANSACTION_FROZEN_COLUMNS),
+    Guard(
+        "payment_transactions",
+        columns=PAYMENT_OUTCOME_COLUMNS,
+        when="OLD.status <> 'pending'",
+        name="payment_transactions_outcome",
+    ),
 )
 
 REFUSE_FUNCTION_PG = """
@@ -58,41 +78,45 @@ def append_only(
     *,
     columns: tuple[str, ...] | None = None,
     when: str | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """Return the statements that make ``table`` refuse UPDATE and DELETE (and TRUNCATE).
 
     ``columns`` limits the refused UPDATEs to those that set one of them; ``when`` (a
-    condition on ``OLD``) limits both refusals to the rows it holds for.
+    condition on ``OLD``) limits both refusals to the rows it holds for; ``name`` is the
+    triggers' name stem (default: the table's).
     """
+    stem = name or table
     update = f"UPDATE OF {', '.join(columns)}" if columns else "UPDATE"
     if dialect == "postgresql":
         condition = f"WHEN ({when}) " if when else ""
         return [
             (
-                f"CREATE TRIGGER {table}_append_only BEFORE {update} OR DELETE ON {table} "
+                f"CREATE TRIGGER {stem}_append_only BEFORE {update} OR DELETE ON {table} "
                 f"FOR EACH ROW {condition}EXECUTE FUNCTION custodia_refuse_change()"
             ),
             (
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                f"CREATE TRIGGER {stem}_no_truncate BEFORE TRUNCATE ON {table} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION custodia_refuse_change()"
             ),
         ]
     condition = f"WHEN {when} " if when else ""
     return [
-        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {clause} ON {table} {condition}"
+        f"CREATE TRIGGER {stem}_no_{op.lower()} BEFORE {clause} ON {table} {condition}"
         f"BEGIN SELECT RAISE(ABORT, 'custodia: {table} is append-only: {op} refused'); END"
         for op, clause in (("UPDATE", update), ("DELETE", "DELETE"))
     ]
 
 
-def drop_append_only(table: str, dialect: str) -> list[str]:
+def drop_append_only(table: str, dialect: str, *, name: str | None = None) -> list[str]:
     """Return the statements that remove :func:`append_only`'s triggers."""
+    stem = name or table
     if dialect == "postgresql":
         return [
-            f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
-            f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+            f"DROP TRIGGER IF EXISTS {stem}_append_only ON {table}",
+            f"DROP TRIGGER IF EXISTS {stem}_no_truncate ON {table}",
         ]
-    return [f"DROP TRIGGER IF EXISTS {table}_no_{op}" for op in ("update", "delete")]
+    return [f"DROP TRIGGER IF EXISTS {stem}_no_{op}" for op in ("update", "delete")]
 
 
 INBOX_GUARD_FUNCTION_PG = """
@@ -156,7 +180,9 @@ def drop_audit_inbox_guard(dialect: str) -> list[str]:
 
 def guard_statements(guard: Guard, dialect: str) -> list[str]:
     """Return the statements that create ``guard``'s triggers."""
-    return append_only(guard.table, dialect, columns=guard.columns, when=guard.when)
+    return append_only(
+        guard.table, dialect, columns=guard.columns, when=guard.when, name=guard.name
+    )
 
 
 def guard_triggers(dialect: str) -> list[str]:
@@ -167,5 +193,7 @@ def guard_triggers(dialect: str) -> list[str]:
 
 def drop_guard_triggers(dialect: str) -> list[str]:
     """Return the statements that remove :func:`guard_triggers`."""
-    tables = [s for guard in GUARDS for s in drop_append_only(guard.table, dialect)]
+    tables = [
+        s for guard in GUARDS for s in drop_append_only(guard.table, dialect, name=guard.name)
+    ]
     return [*tables, *drop_audit_inbox_guard(dialect)]

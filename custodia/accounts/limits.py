@@ -1,0 +1,281 @@
+"""Payment limits: by account class (R5, R6) and daily by verification strength (K4).
+
+What counts ("balance payments", Art. 11, ≈24): transfers out, merchant payments and
+withdrawals, per customer across all their accounts.
+
+- ``class_i_lifetime``: a Class I account's payments, 1,000 CNY since opening in all;
+  withdrawals to the customer's own bank card **count** (R5).
+- ``class_ii_yearly`` / ``class_iii_yearly``: 100,000 / 200,000 CNY a year; withdrawals to
+  the customer's own card do **not** count (R5, R7). The year is the calendar year in the
+  institution's time zone, or the last twelve months (``CUSTODIA_LIMIT_YEAR``, R6: the text
+  leaves it open).
+- ``daily``: individuals' payments per day, withdrawals to their own card excluded (K4).
+  The cap depends on the factor *kinds* that authorised the payment (K3: something known —
+  the payment password; something held — a one-time code or an electronic signature): fewer
+  than two kinds 1,000 CNY; two or more kinds without an electronic signature 5,000 CNY (7,500
+  or 10,000 with the institution's rating uplift, a setting); two or more with one, the
+  limit agreed with the customer. Each payment is checked against the cap of its own tier.
+
+Consumption is one conditional upsert per limit in the payment's own transaction (a row
+per customer, rule and period, ``used + amount <= limit``), so concurrent payments can
+never together exceed a limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from custodia.accounts.errors import LimitExceeded
+from custodia.accounts.models import CustomerPaymentSettings, LimitUsage
+
+YearWindow = Literal["calendar_year", "rolling_12_months"]
+
+#: Factor type → K3 kind.
+FACTOR_KINDS = {"password": "knowledge", "totp": "possession", "signature": "possession"}
+
+CNY = 100  # minor units per yuan
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPolicy:
+    """The limits' amounts (minor units, CNY) and windows; the regulation's by default."""
+
+    timezone: str = "Asia/Shanghai"
+    year_window: YearWindow = "calendar_year"
+    class_i_lifetime: int = 1_000 * CNY
+    class_ii_yearly: int = 100_000 * CNY
+    class_iii_yearly: int = 200_000 * CNY
+    daily_one_kind: int = 1_000 * CNY
+    daily_two_kinds: int = 5_000 * CNY
+    signature_daily_default: int = 50_000 * CNY
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """Return the zone in which days and years are cut."""
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One limit a payment consumes: the counter, its cap and the periods it sums."""
+
+    rule: str
+    regulation: str
+    period: str  # the counter row written
+    label: str  # the period as shown (e.g. "2026", "last 12 months", "2026-11-30")
+    limit: int
+    others: tuple[str, ...] = ()  # earlier periods that count too (rolling 12 months)
+
+
+def factor_kinds(factor_types: Iterable[str]) -> frozenset[str]:
+    """Return the K3 kinds of the factor types used."""
+    return frozenset(FACTOR_KINDS[t] for t in factor_types if t in FACTOR_KINDS)
+
+
+def daily_tier(factor_types: Sequence[str]) -> str:
+    """Return ``one_kind``, ``two_kinds`` or ``two_kinds_signature`` (K4)."""
+    if len(factor_kinds(factor_types)) < 2:
+        return "one_kind"
+    return "two_kinds_signature" if "signature" in factor_types else "two_kinds"
+
+
+def _months_back(year: int, month: int, count: int) -> list[str]:
+    out = []
+    for _ in range(count):
+        month -= 1
+        if month == 0:
+            year, month = year - 1, 12
+        out.append(f"{year:04d}-{month:02d}")
+    return out
+
+
+def charges(
+    *,
+    account_class: str,
+    customer_type: str,
+    own_card_withdrawal: bool,
+    factor_types: Sequence[str],
+    signature_limit: int,
+    now: datetime,
+    policy: LimitPolicy,
+) -> list[Charge]:
+    """Return the limits one payment consumes (see the module docstring)."""
+    local = now.astimezone(policy.tz)
+    found: list[Charge] = []
+    if account_class == "I":
+        found.append(
+            Charge("class_i_lifetime", "R5", "lifetime", "since opening", policy.class_i_lifetime)
+        )
+    elif account_class in {"II", "III"} and not own_card_withdrawal:
+        cap = policy.class_ii_yearly if account_class == "II" else policy.class_iii_yearly
+        rule = f"class_{account_class.lower()}_yearly"
+        if policy.year_window == "calendar_year":
+            found.append(Charge(rule, "R5", f"{local.year:04d}", f"{local.year:04d}", cap))
+        else:
+            found.append(
+                Charge(
+                    rule,
+                    "R5",
+                    f"{local.year:04d}-{local.month:02d}",
+                    "last 12 months",
+                    cap,
+                    tuple(_months_back(local.year, local.month, 11)),
+                )
+            )
+    if customer_type == "individual" and not own_card_withdrawal:
+        tier = daily_tier(factor_types)
+        cap = {
+            "one_kind": policy.daily_one_kind,
+            "two_kinds": policy.daily_two_kinds,
+            "two_kinds_signature": signature_limit,
+        }[tier]
+        day = local.date().isoformat()
+        found.append(Charge("daily", "K4", day, day, cap))
+    return found
+
+
+_TABLE = LimitUsage.__table__
+
+
+def _used(session: Session, customer_id: str, charge: Charge) -> int:
+    periods = [charge.period, *charge.others]
+    total = session.scalar(
+        select(text("coalesce(sum(used), 0)"))
+        .select_from(_TABLE)
+        .where(
+            _TABLE.c.customer_id == customer_id,
+            _TABLE.c.rule == charge.rule,
+            _TABLE.c.period.in_(periods),
+        )
+    )
+    return int(total or 0)
+
+
+def _consume_sql(others: int) -> str:
+    # Built from constants and a count of numbered parameters only: values are bound.
+    prior = (
+        "(SELECT coalesce(sum(used), 0) FROM limit_usage WHERE customer_id = :customer_id "  # noqa: S608
+        f"AND rule = :rule AND period IN ({', '.join(f':o{i}' for i in range(others))}))"
+        if others
+        else "0"
+    )
+    return (
+        "INSERT INTO limit_usage (customer_id, rule, period, used) "
+        f"SELECT :customer_id, :rule, :period, :amount WHERE :amount + {prior} <= :limit "
+        "ON CONFLICT (customer_id, rule, period) DO UPDATE SET used = limit_usage.used + "
+        f"excluded.used WHERE limit_usage.used + excluded.used + {prior} <= :limit "
+        "RETURNING used"
+    )
+
+
+def consume(session: Session, customer_id: str, amount: int, charges_: Sequence[Charge]) -> None:
+    """Consume ``amount`` of every limit, or refuse with the first one it would exceed."""
+    for charge in charges_:
+        params: dict[str, object] = {
+            "customer_id": customer_id,
+            "rule": charge.rule,
+            "period": charge.period,
+            "amount": amount,
+            "limit": charge.limit,
+        }
+        params.update({f"o{i}": p for i, p in enumerate(charge.others)})
+        done = session.execute(text(_consume_sql(len(charge.others))), params).first()
+        if done is None:
+            raise LimitExceeded(
+                rule=charge.rule,
+                regulation=charge.regulation,
+                period=charge.label,
+                limit=charge.limit,
+                used=_used(session, customer_id, charge),
+                requested=amount,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """One limit as ``GET /v1/accounts/{id}`` shows it."""
+
+    rule: str
+    regulation: str
+    period: str
+    limit: int
+    used: int
+
+    @property
+    def remaining(self) -> int:
+        """Return what may still be paid under this limit."""
+        return max(self.limit - self.used, 0)
+
+
+def headroom(
+    session: Session,
+    customer_id: str,
+    *,
+    account_class: str,
+    customer_type: str,
+    now: datetime,
+    policy: LimitPolicy,
+) -> list[Headroom]:
+    """Return each limit that applies to the account's payments, with what is used of it.
+
+    The daily limit is shown for each verification tier, since the factors decide which
+    one a payment meets.
+    """
+    signature_limit = signature_daily_limit(session, customer_id, policy)
+    tiers: list[Sequence[str]] = [["signature"], ["password", "totp"], ["password", "signature"]]
+    shown: list[Headroom] = []
+    seen: set[tuple[str, int]] = set()
+    for factors in tiers if customer_type == "individual" else [["signature"]]:
+        for charge in charges(
+            account_class=account_class,
+            customer_type=customer_type,
+            own_card_withdrawal=False,
+            factor_types=factors,
+            signature_limit=signature_limit,
+            now=now,
+            policy=policy,
+        ):
+            if (charge.rule, charge.limit) in seen:
+                continue
+            seen.add((charge.rule, charge.limit))
+            shown.append(
+                Headroom(
+                    rule=charge.rule if charge.rule != "daily" else f"daily_{daily_tier(factors)}",
+                    regulation=charge.regulation,
+                    period=charge.label,
+                    limit=charge.limit,
+                    used=_used(session, customer_id, charge),
+                )
+            )
+    return shown
+
+
+def signature_daily_limit(session: Session, customer_id: str, policy: LimitPolicy) -> int:
+    """Return the daily limit agreed with the customer for e-signed payments (K4)."""
+    agreed = session.scalar(
+        select(CustomerPaymentSettings.signature_daily_limit).where(
+            CustomerPaymentSettings.customer_id == customer_id
+        )
+    )
+    return int(agreed) if agreed is not None else policy.signature_daily_default
+
+
+__all__ = [
+    "FACTOR_KINDS",
+    "Charge",
+    "Headroom",
+    "LimitPolicy",
+    "charges",
+    "consume",
+    "daily_tier",
+    "factor_kinds",
+    "headroom",
+    "signature_daily_limit",
+]
