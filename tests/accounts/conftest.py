@@ -31,6 +31,13 @@ def luhn_card(prefix: str) -> str:
     return prefix + luhn.calc_check_digit(prefix)
 
 
+def card_ending(last: str) -> str:
+    """Return a valid card number ending in ``000`` + ``last`` (the sandbox's special cards)."""
+    return next(
+        card for n in range(1000) if (card := luhn_card(f"6222021{n:05d}000")).endswith(last)
+    )
+
+
 @dataclass
 class Customer:
     """A customer set up through the API, with what the tests need to act for it."""

@@ -162,9 +162,10 @@ def test_a_freeze_blocks_the_next_debit_at_once(
     )
     assert payer.transfer(payee.account, 100).status_code == 201
     actions = audit_actions(runtime, payer.account)
-    assert [
-        a for a in actions if a.endswith("frozen")
-    ] == ["accounts:account:frozen", "accounts:account:unfrozen"]
+    assert [a for a in actions if a.endswith("frozen")] == [
+        "accounts:account:frozen",
+        "accounts:account:unfrozen",
+    ]
 
 
 def test_an_account_closes_only_at_zero(
