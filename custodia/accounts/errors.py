@@ -84,7 +84,9 @@ class AccountNotActive(AccountError):
     title = "Account not active"
 
     def __init__(self, account_id: str, status: str) -> None:
-        super().__init__(f"Account {account_id} is {status}.", account_id=account_id, status=status)
+        super().__init__(
+            f"Account {account_id} is {status}.", account_id=account_id, account_status=status
+        )
 
 
 class LimitExceeded(AccountError):

@@ -33,7 +33,7 @@ from custodia.accounts.errors import (
     InvalidPaymentRequest,
     VerificationInsufficient,
 )
-from custodia.accounts.models import BankCard, Merchant, PaymentAccount
+from custodia.accounts.models import BankCard, Merchant, PaymentAccount, PaymentTransaction
 from custodia.core import audit
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.errors import FieldProblem, NotFound
@@ -276,6 +276,14 @@ def close(session: Session, account_id: str, *, ctx: Context) -> AccountView:
     balance, available = ledger.balance_of(session, account_id)
     if balance != 0 or available != 0:
         raise BalanceNotZero(account_id, balance)
+    pending = session.scalar(
+        select(PaymentTransaction.id).where(
+            PaymentTransaction.debit_account == account_id,
+            PaymentTransaction.status == "pending",
+        )
+    )
+    if pending is not None:  # a payout in flight may still come back to this account
+        raise AccountNotActive(account_id, "payout_pending")
     _set_status(
         session, account, "closed", reason=None, action=audit.AuditAction.ACCOUNT_CLOSED, ctx=ctx
     )

@@ -353,7 +353,8 @@ def consent_state(session: Session, customer_id: str, kind: str, *, now: datetim
     latest = session.execute(
         select(Consent.id, Consent.accepted)
         .where(Consent.customer_id == customer_id, Consent.agreement_id.in_(current))
-        .order_by(Consent.decided_at.desc(), Consent.id.desc())
+        # A refusal and an acceptance at the same instant: the refusal stands.
+        .order_by(Consent.decided_at.desc(), Consent.accepted.asc())
         .limit(1)
     ).first()
     satisfied = latest is not None and bool(latest.accepted)

@@ -676,6 +676,62 @@ def consents_verify(receipt_path: Path, public_key: str | None) -> None:
     )
 
 
+# --------------------------------------------------------------------------- ledger
+
+
+@cli.group("ledger")
+def ledger_group() -> None:
+    """Check the double-entry ledger."""
+
+
+@ledger_group.command("reconcile")
+@_config_errors_exit_2
+def ledger_reconcile() -> None:
+    """Compare customers' and merchants' funds with the reserve account; exit 1 if off."""
+    from custodia import ledger  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        found = runtime.db.run(ledger.reconcile, read_only=True, isolation="REPEATABLE READ")
+    for r in found:
+        _print_json(
+            {
+                "currency": r.currency,
+                "customer_funds": r.customer_funds,
+                "merchant_funds": r.merchant_funds,
+                "fees": r.fees,
+                "suspense": r.suspense,
+                "reserve": r.reserve,
+                "difference": r.difference,
+                "total": r.total,
+                "ok": r.ok,
+            }
+        )
+    if not all(r.ok for r in found):
+        sys.exit(1)
+
+
+@ledger_group.command("replay")
+@_config_errors_exit_2
+def ledger_replay() -> None:
+    """Recompute every balance from the journal; print mismatches and exit 1 if any."""
+    from custodia import ledger  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        mismatches = runtime.db.run(ledger.replay, read_only=True, isolation="REPEATABLE READ")
+    for m in mismatches:
+        _print_json(
+            {
+                "account_id": m.account_id,
+                "field": m.field,
+                "stored": m.stored,
+                "journal": m.recomputed,
+            }
+        )
+    click.echo(f"{len(mismatches)} mismatches", err=True)
+    if mismatches:
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------- outbox
 
 

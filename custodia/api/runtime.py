@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from custodia import agreements, kyc
+from custodia import agreements, kyc, ledger
 from custodia.access import AccessPolicy
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
 from custodia.accounts import limits as account_limits
@@ -269,6 +269,13 @@ class Runtime:
         purged = self.db.run(lambda s: self.idempotency.purge_expired(s, now))
         return purged + self.db.run(lambda s: purge_delivered(s, now - retention))
 
+    def expire_holds(self) -> int:
+        """Release every hold whose time is up (the available balance comes back)."""
+        total = 0
+        while done := self.db.run(lambda s: ledger.expire_holds(s, now=self.clock.now())):
+            total += done
+        return total
+
     def worker(self, stop: threading.Event) -> Worker:
         """Return the background worker of this process."""
         return Worker(
@@ -277,11 +284,15 @@ class Runtime:
                 PeriodicJob("audit_seal", self.settings.audit_seal_interval_s, self.seal_audit),
                 PeriodicJob("kyc_review", self.settings.kyc_review_interval_s, self.kyc_review),
                 PeriodicJob("maintenance", self.settings.maintenance_interval_s, self.maintenance),
+                PeriodicJob("expire_holds", self.settings.audit_seal_interval_s, self.expire_holds),
             ],
             poll_interval_s=self.settings.outbox_poll_interval_s,
             stop=stop,
         )
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections (and the bank adapter's)."""
+        closer = getattr(self.bank, "close", None)
+        if callable(closer):
+            closer()
         self.db.dispose()

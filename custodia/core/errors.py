@@ -39,7 +39,15 @@ class DomainError(Exception):
     #: of repeating this refusal (true for refusals about the request's own timing).
     transient: ClassVar[bool] = False
 
+    #: Members every problem document has: an error's data may not overwrite them.
+    RESERVED: ClassVar[frozenset[str]] = frozenset(
+        {"type", "title", "status", "detail", "instance", "code", "request_id"}
+    )
+
     def __init__(self, detail: str, **data: Any) -> None:
+        clash = self.RESERVED.intersection(data)
+        if clash:
+            raise TypeError(f"{type(self).__name__}: {sorted(clash)} are problem members")
         super().__init__(detail)
         self.detail = detail
         self.data = data

@@ -52,7 +52,7 @@ class HoldNotActive(LedgerError):
     title = "Hold not active"
 
     def __init__(self, hold_id: str, status: str) -> None:
-        super().__init__(f"Hold {hold_id} is {status}.", hold_id=hold_id, status=status)
+        super().__init__(f"Hold {hold_id} is {status}.", hold_id=hold_id, hold_status=status)
 
 
 class AlreadyReversed(LedgerError):

@@ -182,3 +182,11 @@ def test_a_client_gone_before_its_body_is_logged_as_499_and_nothing_is_done(
     assert not any(r.get("event") == "unhandled_exception" for r in requests)
     assert runtime.db.run(lambda s: s.execute(_count_events()).scalar_one()) == 0  # never ran
     assert 'route="/test/echo",status="499"' in metrics
+
+
+def test_an_error_cannot_overwrite_a_problem_member() -> None:
+    """A refusal's data never shadows ``status``, ``code`` … of the problem document."""
+    from custodia.core.errors import DomainError  # noqa: PLC0415
+
+    with pytest.raises(TypeError, match="problem members"):
+        DomainError("refused", status="frozen")
