@@ -159,18 +159,26 @@ def _used(session: Session, customer_id: str, charge: Charge) -> int:
 
 
 def _consume_sql(others: int) -> str:
-    # Built from constants and a count of numbered parameters only: values are bound.
+    # Built from constants and a count of numbered parameters only: values are bound. The
+    # casts give PostgreSQL one type for parameters used in several places.
+    customer, rule, amount = (
+        "CAST(:customer_id AS VARCHAR(40))",
+        "CAST(:rule AS VARCHAR(24))",
+        "CAST(:amount AS BIGINT)",
+    )
+    periods = ", ".join(f"CAST(:o{i} AS VARCHAR(16))" for i in range(others))
     prior = (
-        "(SELECT coalesce(sum(used), 0) FROM limit_usage WHERE customer_id = :customer_id "  # noqa: S608
-        f"AND rule = :rule AND period IN ({', '.join(f':o{i}' for i in range(others))}))"
+        f"(SELECT coalesce(sum(used), 0) FROM limit_usage WHERE customer_id = {customer} "  # noqa: S608
+        f"AND rule = {rule} AND period IN ({periods}))"
         if others
         else "0"
     )
     return (
         "INSERT INTO limit_usage (customer_id, rule, period, used) "
-        f"SELECT :customer_id, :rule, :period, :amount WHERE :amount + {prior} <= :limit "
+        f"SELECT {customer}, {rule}, CAST(:period AS VARCHAR(16)), {amount} "
+        f"WHERE {amount} + {prior} <= CAST(:limit AS BIGINT) "
         "ON CONFLICT (customer_id, rule, period) DO UPDATE SET used = limit_usage.used + "
-        f"excluded.used WHERE limit_usage.used + excluded.used + {prior} <= :limit "
+        f"excluded.used WHERE limit_usage.used + excluded.used + {prior} <= CAST(:limit AS BIGINT) "
         "RETURNING used"
     )
 
