@@ -135,6 +135,12 @@ def drop_deferred_since(session: Session, mark: int) -> None:
     del session.info.get(DEFERRED, [])[mark:]
 
 
+def flush_deferred(session: Session) -> None:
+    """Send the writes queued so far now, for work that must read them back (bulk loads)."""
+    session.flush()
+    _execute_deferred(session, session.info.pop(DEFERRED, []))
+
+
 def _execute_deferred(session: Session, deferred: list[tuple[Any, dict[str, Any]]]) -> None:
     """Send the queued writes, a run of the same statement as one executemany.
 

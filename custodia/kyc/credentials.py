@@ -27,6 +27,7 @@ from itertools import pairwise
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custodia.core import audit
@@ -116,13 +117,18 @@ class CredentialSummary:
     locked_until: datetime | None
 
 
-def _row(
-    session: Session, customer_id: str, now: datetime, *, lock: bool = True
-) -> CustomerCredential:
-    query = select(CustomerCredential).where(CustomerCredential.customer_id == customer_id)
-    row = session.scalar(query.with_for_update() if lock else query)
-    if row is None:
-        row = CustomerCredential(
+def _row(session: Session, customer_id: str, now: datetime) -> CustomerCredential:
+    """Return the customer's credential row, locked; created empty if there is none.
+
+    Created with INSERT … ON CONFLICT DO NOTHING, so that two first uses at once both
+    find the one row instead of one failing on the primary key.
+    """
+    dialect_insert = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    session.execute(
+        dialect_insert(CustomerCredential)
+        .values(
             customer_id=customer_id,
             password_hash=None,
             totp_secret_enc=None,
@@ -132,8 +138,14 @@ def _row(
             locked_until=None,
             updated_at=now,
         )
-        session.add(row)
-    return row
+        .on_conflict_do_nothing(index_elements=["customer_id"])
+    )
+    return session.execute(
+        select(CustomerCredential)
+        .where(CustomerCredential.customer_id == customer_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
 
 
 def _weak_pin(pin: str) -> bool:
@@ -376,20 +388,25 @@ def verify_factors(
     Each kind counts once; a TOTP step is consumed (a replayed code fails). ``message`` is
     the signing string a ``signature`` factor must have signed.
     """
-    row = _row(session, customer_id, now)
-    _ensure_unlocked(row, now)
+    # A plain read: a payment takes no lock on the credentials; the one-time code is
+    # consumed by a conditional update and a failure is counted in its own transaction.
+    row = session.scalar(
+        select(CustomerCredential).where(CustomerCredential.customer_id == customer_id)
+    )
+    if row is not None:
+        _ensure_unlocked(row, now)
     kinds: list[str] = []
     refs: list[str] = []
     for factor in factors:
         if factor.type in kinds:
             continue
         if factor.type == "password":
-            ok = row.password_hash is not None and hasher.verify(
-                factor.value or "", row.password_hash
-            )
+            stored = row.password_hash if row is not None else None
+            # A missing password still costs one hash, so timing tells nothing.
+            ok = hasher.verify(factor.value or "", stored) and stored is not None
             ref = "password"
         elif factor.type == "totp":
-            secret = _totp_secret(row, vault) if row.totp_confirmed else None
+            secret = _totp_secret(row, vault) if row is not None and row.totp_confirmed else None
             step = matched_step(secret, factor.code or "", now) if secret else None
             ok = step is not None and _use_step(session, customer_id, step)
             ref = f"totp:{step}"
@@ -402,10 +419,13 @@ def verify_factors(
             raise AuthenticationFailed(factor.type, customer_id=customer_id)
         kinds.append(factor.type)
         refs.append(ref)
-    if row.failed_attempts:
-        row.failed_attempts = 0
-        row.updated_at = now
-    session.flush()
+    if row is not None and row.failed_attempts:
+        session.execute(
+            update(CustomerCredential)
+            .where(CustomerCredential.customer_id == customer_id)
+            .values(failed_attempts=0, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
     return VerifiedFactors(tuple(kinds), ",".join(refs))
 
 

@@ -176,3 +176,45 @@ def test_another_apps_customer_is_not_found(
         _url(customer_id, "/password"), json={"password": "274951"}, headers=other
     )
     assert response.status_code == 404
+
+
+def test_first_uses_at_once_share_one_credential_row(
+    committing_runtime: Runtime, settings: Any, clock: ManualClock
+) -> None:
+    """Concurrent first failures (no row yet) are all counted; none fails on the key."""
+    import threading  # noqa: PLC0415
+
+    from custodia.api.app import create_app  # noqa: PLC0415
+    from custodia.core.actors import Actor, ActorKind, Context  # noqa: PLC0415
+
+    runtime = committing_runtime
+    app = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    with TestClient(create_app(settings, runtime=runtime)) as client:
+        customer_id = client.post("/v1/customers", json=person_body(), headers=app).json()["id"]
+    ctx = Context(Actor(ActorKind.SYSTEM, "test"), clock.now(), None)
+    barrier = threading.Barrier(6, timeout=30)
+    errors: list[BaseException] = []
+
+    def fail() -> None:
+        barrier.wait()
+        try:
+            runtime.db.run(
+                lambda s: kyc.count_failure(
+                    s,
+                    customer_id,
+                    "signature",
+                    ctx=ctx,
+                    policy=kyc.CredentialPolicy(max_failures=50),
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fail) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    counted = runtime.db.run(lambda s: s.get(CustomerCredential, customer_id).failed_attempts)
+    assert counted == 6

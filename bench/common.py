@@ -1,0 +1,174 @@
+"""What the HTTP benchmarks share: a throw-away PostgreSQL database, the server, wrk, pgbench.
+
+Traffic goes only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+CUSTODIA = str(BIN / "custodia")
+
+
+def run(*args: str, env: dict[str, str]) -> str:
+    """Run a command and return its stdout (raise on failure)."""
+    return subprocess.run(
+        args, env=env, check=True, capture_output=True, text=True, timeout=900
+    ).stdout
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    """Yield a new PostgreSQL database's URL, a var dir and the environment using both."""
+    name = f"custodia_{prefix}_{secrets.token_hex(3)}"
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    var = Path(tempfile.mkdtemp(prefix=f"custodia-{prefix}-"))
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIA_")}
+    env.update(
+        CUSTODIA_VAR_DIR=str(var),
+        CUSTODIA_DATABASE_URL=url,
+        CUSTODIA_LOG_LEVEL="INFO",  # as in production: one JSON line per request
+        CUSTODIA_LOG_FORMAT="json",
+        CUSTODIA_INPROCESS_WORKERS="false",
+        CUSTODIA_DB_POOL_SIZE="16",
+    )
+    try:
+        run(CUSTODIA, "keys", "init", env=env)
+        run(CUSTODIA, "db", "upgrade", env=env)
+        yield url, var, env
+    finally:
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(var, ignore_errors=True)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the server answers ``/ready``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit("server died")
+        time.sleep(0.3)
+    raise SystemExit("server not ready")
+
+
+@contextmanager
+def serving(env: dict[str, str], log: Path, *, workers: int = 2) -> Iterator[tuple[str, int]]:
+    """Run ``custodia serve`` on a free loopback port; yield its base URL and pid."""
+    port = 18000 + secrets.randbelow(1000)
+    server = subprocess.Popen(
+        [CUSTODIA, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env, start_new_session=True, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, server)
+        yield base, server.pid
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _ms(out: str, label: str) -> float:
+    value = re.search(rf"\s{label}\s+([\d.]+)(us|ms|s)", out)
+    assert value, out
+    return float(value[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[value[2]]
+
+
+def wrk(
+    base: str, script: Path, connections: int, duration: int, *, headers: dict[str, str],
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Drive ``base`` with wrk (one thread) and return rate, successes, errors, p50, p99."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script)]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run(
+        [*args, base], capture_output=True, text=True, check=True,
+        env={**os.environ, **(env or {})}, timeout=duration + 120,
+    ).stdout  # fmt: skip
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(non2xx[1]) if non2xx else 0
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+        "ok_per_s": (requests - errors) / duration,
+        "requests": requests,
+        "errors": errors,
+        "p50": _ms(out, "50%"),
+        "p99": _ms(out, "99%"),
+    }
+
+
+def pgbench(
+    url: str, script: Path, clients: int, duration: int, *, variables: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Run a pgbench script (prepared statements) and return tps and average latency."""
+    args = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(2, clients))]
+    args += ["-T", str(duration)]
+    for name, value in (variables or {}).items():
+        args += ["-D", f"{name}={value}"]
+    done = subprocess.run(
+        [*args, "-f", str(script), url], capture_output=True, text=True, check=False,
+        timeout=duration + 120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"pgbench failed: {done.stderr.strip()[-2000:]}")
+    out = done.stdout
+    return {
+        "tps": float(re.search(r"tps = ([\d.]+)", out)[1]),  # type: ignore[index]
+        "latency": float(re.search(r"latency average = ([\d.]+) ms", out)[1]),  # type: ignore[index]
+    }
+
+
+def rss_mib(pid: int) -> float:
+    """Return the peak resident memory of the busiest child of ``pid`` (MiB)."""
+    peak = 0
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        status = Path(f"/proc/{child}/status").read_text()
+        peak = max(peak, int(re.search(r"VmHWM:\s+(\d+)", status)[1]))  # type: ignore[index]
+    return peak / 1024
+
+
+def refusals(log: Path) -> str:
+    """Count the server's non-2xx answers by status and code, and logged errors."""
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "request" and not 200 <= int(event.get("status", 0)) < 300:
+            counts[f"{event['status']} {event.get('code') or ''}".strip()] += 1
+        elif event.get("level") in {"error", "critical"}:
+            lines = str(event.get("exception", "")).strip().splitlines()
+            cause = next((line for line in reversed(lines) if "Error" in line), "")
+            counts[f"logged {event.get('event')} ({cause.strip()[:200]})"] += 1
+    return ", ".join(f"{k} × {v}" for k, v in sorted(counts.items())) or "none"

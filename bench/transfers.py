@@ -1,0 +1,315 @@
+"""Compliant transfers over HTTP on PostgreSQL, against the same transfer in raw SQL (issue 6).
+
+1. A fresh database gets N funded Class I accounts, loaded in bulk through the service
+   layer (registration with validation, encryption, screening and rating; a passed
+   verification; consent to the agreement in force; the account; a device key; a top-up),
+   a batch of customers per transaction, in two processes.
+2. ``custodia serve --workers 2`` runs on that database; wrk (one thread, so the load
+   generator does not take the server's second core) replays pre-signed ``POST
+   /v1/transfers`` requests of 1 fen between random accounts, each with a fresh
+   ``Idempotency-Key`` and a device ``signature`` factor over the API.md signing string — so
+   idempotency, factor verification, both limits, the conditional debit, the journal, the
+   transaction record, the audit event and the outbox event all run — at 1, 8 and 32
+   connections.
+3. The anchor, in the same run and interleaved: pgbench on the same server doing the
+   transfer in raw SQL (idempotency row, daily-limit upsert, conditional debit, credit,
+   two journal rows), one transaction each, synchronous commit on.
+
+    .venv/bin/python bench/transfers.py [--accounts 100000] [--duration 15] [--rounds 2]
+
+Goals (issue 6): ≥ 2,400 transfers/s at 32 connections, ≥ 0.5 of the anchor, p99 ≤ 25 ms,
+≤ 250 MB per worker. Writes ``bench/results/transfers.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import RESULTS, pgbench, refusals, rss_mib, scratch_database, serving, wrk
+
+LUA = r"""
+local reqs = {}
+local i = 0
+local auth = os.getenv("CUSTODIA_BENCH_AUTH")
+init = function(args)
+  for line in io.lines(os.getenv("CUSTODIA_BENCH_REQUESTS")) do
+    local tab = line:find("\t")
+    reqs[#reqs + 1] = {line:sub(1, tab - 1), line:sub(tab + 1)}
+  end
+end
+request = function()
+  i = i + 1
+  local r = reqs[((i - 1) % #reqs) + 1]
+  return wrk.format("POST", "/v1/transfers", {
+    ["Authorization"] = auth, ["Content-Type"] = "application/json", ["Idempotency-Key"] = r[1]
+  }, r[2])
+end
+"""
+
+ANCHOR = r"""\set a random(1, :accounts)
+\set b 1 + ((:a - 1 + random(1, :accounts - 1)) % :accounts)
+BEGIN;
+INSERT INTO idempotency_keys (scope, key, fingerprint, state, response_status, response_body,
+  response_content_type, created_at, expires_at)
+  VALUES ('bench', md5(random()::text), 'f', 'completed', 201, '\x7b7d', 'application/json',
+  now(), now() + interval '1 day');
+INSERT INTO limit_usage (customer_id, rule, period, used)
+  SELECT customer_id, 'daily', 'anchor', 1 FROM bench_accounts WHERE n = :a
+  ON CONFLICT (customer_id, rule, period) DO UPDATE SET used = limit_usage.used + 1
+  WHERE limit_usage.used + 1 <= 100000000;
+UPDATE ledger_accounts SET balance = balance - 1
+  WHERE id = (SELECT account_id FROM bench_accounts WHERE n = :a) AND balance - held >= 1;
+UPDATE ledger_accounts SET balance = balance + 1
+  WHERE id = (SELECT account_id FROM bench_accounts WHERE n = :b);
+WITH t AS (INSERT INTO ledger_transactions (id, kind, currency, created_at)
+  VALUES ('txn_' || md5(random()::text), 'transfer', 'CNY', now()) RETURNING id)
+INSERT INTO ledger_entries (transaction_id, debit_account, credit_account, currency, amount, created_at)
+  SELECT t.id, (SELECT account_id FROM bench_accounts WHERE n = :a),
+    (SELECT account_id FROM bench_accounts WHERE n = :b), 'CNY', 1, now() FROM t;
+COMMIT;
+"""
+
+#: One device key for every bench customer (each registers its public half).
+DEVICE_SEED = bytes(range(32))
+
+
+def _resident_id(n: int) -> tuple[str, date]:
+    from stdnum.cn import ric  # noqa: PLC0415
+
+    born = date(1960, 1, 1) + timedelta(days=n // 400)
+    body = f"110105{born:%Y%m%d}{(n % 400) * 2 + 1:03d}"
+    return body + ric.calc_check_digit(body + "0"), born
+
+
+def _load(args: tuple[dict[str, str], int, int]) -> list[tuple[int, str, str, str]]:
+    """Load customers ``start`` … ``stop - 1`` through the service layer; return their ids."""
+    env, start, stop = args
+    import os  # noqa: PLC0415
+
+    os.environ.update(env)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+
+    from custodia import agreements, kyc, ledger  # noqa: PLC0415
+    from custodia.accounts import service as accounts  # noqa: PLC0415
+    from custodia.api.runtime import Runtime  # noqa: PLC0415
+    from custodia.core.actors import Actor, ActorKind, Context, Role  # noqa: PLC0415
+    from custodia.core.db import flush_deferred  # noqa: PLC0415
+    from custodia.core.ids import IdPrefix  # noqa: PLC0415
+    from custodia.core.settings import load_settings  # noqa: PLC0415
+    from custodia.kyc.verification import AdapterAnswer, PreparedVerification  # noqa: PLC0415
+
+    runtime = Runtime.build(load_settings())
+    public = base64.b64encode(
+        Ed25519PrivateKey.from_private_bytes(DEVICE_SEED).public_key().public_bytes_raw()
+    ).decode()
+    actor = Actor(ActorKind.CLIENT, "cli_bench", Role.ONBOARDING_APP)
+    loaded: list[tuple[int, str, str, str]] = []
+    reserve = ledger.system_account_id("reserve", "CNY")
+    for first in range(start, stop, 250):
+
+        def batch(session: object, first: int = first) -> list[tuple[int, str, str, str]]:
+            now = datetime.now(UTC)
+            ctx = Context(actor, now, f"bench-load-{first}")
+            services = runtime.kyc_services(ctx)
+            agreement = agreements.in_force(session, "payment_service", "zh-CN", now)  # type: ignore[arg-type]
+            assert agreement is not None
+            out = []
+            for n in range(first, min(first + 250, stop)):
+                number, born = _resident_id(n)
+                person = kyc.PersonData(
+                    name="王芳" if n % 2 else "Li Qiang", id_type="prc_resident_id",
+                    id_number=number, id_valid_from=date(2020, 1, 1),
+                    id_valid_until=date(2040, 1, 1), nationality="CN", date_of_birth=born,
+                    gender="male", phone=f"139{n:08d}", address="北京市朝阳区建国路88号",
+                    occupation="engineer",
+                )  # fmt: skip
+                customer = kyc.register_individual(
+                    session, kyc.RegisterIndividual(person), ctx=ctx, services=services  # type: ignore[arg-type]
+                )
+                flush_deferred(session)  # type: ignore[arg-type] # the new rows, read back below
+                kyc.record_verification(
+                    session,  # type: ignore[arg-type]
+                    PreparedVerification(
+                        id=runtime.ids.new(IdPrefix.VERIFICATION), customer_id=customer.id,
+                        channel="public_security_id", adapter="sandbox", document_version=1,
+                        answer=AdapterAnswer("passed", None, "bench"), failure=None,
+                        evidence_ref="bench",
+                    ),  # fmt: skip
+                    ctx=ctx,
+                    services=services,
+                )
+                agreements.record(
+                    session,  # type: ignore[arg-type]
+                    customer.id,
+                    agreements.ConsentRequest(
+                        agreement_id=agreement.id, accepted=True, channel="app",
+                        ip="203.0.113.7", user_agent="bench", shown_at=now,
+                    ),  # fmt: skip
+                    ctx=ctx, ids=runtime.ids, vault=runtime.vault, signer=runtime.signer,
+                    confirm=runtime.confirm_consent,
+                )  # fmt: skip
+                account = accounts.open_account(
+                    session, customer.id, "I", currency="CNY", ctx=ctx, ids=runtime.ids  # type: ignore[arg-type]
+                )
+                key_id = kyc.add_signing_key(session, customer.id, public, ctx=ctx, ids=runtime.ids)  # type: ignore[arg-type]
+                ledger.post(
+                    session,  # type: ignore[arg-type]
+                    transaction_id=runtime.ids.new(IdPrefix.TRANSACTION), kind="top_up",
+                    currency="CNY", legs=[ledger.Leg(reserve, account.id, 50_000)], now=now,
+                )  # fmt: skip
+                out.append((n + 1, customer.id, account.id, key_id))
+            return out
+
+        loaded += runtime.db.run(batch)
+    runtime.close()
+    return loaded
+
+
+def _requests(
+    path: Path, accounts: list[tuple[int, str, str, str]], count: int, tag: str, seed: int
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+
+    from custodia.accounts.movements import signing_string  # noqa: PLC0415
+
+    device = Ed25519PrivateKey.from_private_bytes(DEVICE_SEED)
+    rng = random.Random(seed)
+    with path.open("w") as out:
+        for i in range(count):
+            (_, _, payer, key_id), (_, _, payee, _) = rng.sample(accounts, 2)
+            key = f"{tag}-{i}"
+            message = signing_string(
+                "transfer", idempotency_key=key, payer=payer, payee=payee, amount=1, currency="CNY"
+            )
+            body = {
+                "from_account_id": payer,
+                "to_account_id": payee,
+                "amount": 1,
+                "authentication": {
+                    "factors": [
+                        {
+                            "type": "signature",
+                            "key_id": key_id,
+                            "signature": base64.b64encode(device.sign(message)).decode(),
+                        }
+                    ]
+                },
+            }
+            out.write(f"{key}\t{json.dumps(body, separators=(',', ':'))}\n")
+
+
+def main() -> None:  # noqa: PLR0915 - one linear script
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    lines: list[str] = []
+    with scratch_database("transfers") as (url, var, env):
+        import psycopg  # noqa: PLC0415
+
+        from bench.common import CUSTODIA, run  # noqa: PLC0415
+
+        key = json.loads(
+            run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
+                "--json", env=env)  # fmt: skip
+        )
+        started = datetime.now(UTC)
+        half = args.accounts // 2
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            parts = pool.map(_load, [(env, 0, half), (env, half, args.accounts)])
+        accounts = [row for part in parts for row in part]
+        load_s = (datetime.now(UTC) - started).total_seconds()
+        with psycopg.connect(url, autocommit=True) as conn:
+            # The bench customers were registered by "cli_bench": hand them to the bench key.
+            conn.execute("UPDATE customers SET created_by = %s", (key["id"],))
+            conn.execute("CREATE TABLE bench_accounts (n int PRIMARY KEY, customer_id text, account_id text)")
+            with conn.cursor().copy("COPY bench_accounts FROM STDIN") as copy:
+                for n, customer, account, _ in accounts:
+                    copy.write_row((n, customer, account))
+            conn.execute("DELETE FROM outbox_events")
+            conn.execute("VACUUM ANALYZE")
+        print(f"loaded {len(accounts):,} funded accounts in {load_s:.0f} s", flush=True)
+        script = var / "transfer.lua"
+        script.write_text(LUA)
+        anchor = var / "anchor.sql"
+        anchor.write_text(ANCHOR)
+        log = var / "server.log"
+        results: dict[tuple[str, int], list[dict[str, float]]] = {}
+        with serving(env, log) as (base, pid):
+            warm = var / "warm.tsv"
+            _requests(warm, accounts, 2_000, "warm", 0)
+            wrk(base, script, 8, 5, headers={}, env={
+                "CUSTODIA_BENCH_REQUESTS": str(warm), "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+            })  # fmt: skip
+            for rnd in range(args.rounds):
+                for conns in (1, 8, 32):
+                    batch = var / f"r{rnd}c{conns}.tsv"
+                    _requests(batch, accounts, 60_000, f"r{rnd}c{conns}", rnd * 100 + conns)
+                    cell = wrk(base, script, conns, args.duration, headers={}, env={
+                        "CUSTODIA_BENCH_REQUESTS": str(batch),
+                        "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+                    })  # fmt: skip
+                    results.setdefault(("http", conns), []).append(cell)
+                    raw = pgbench(url, anchor, conns, args.duration, variables={"accounts": str(len(accounts))})
+                    results.setdefault(("anchor", conns), []).append(raw)
+                    print(
+                        f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} transfers/s "
+                        f"(p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx "
+                        f"{cell['errors']:.0f}); anchor {raw['tps']:.0f} tps",
+                        flush=True,
+                    )
+            peak = rss_mib(pid)
+        with psycopg.connect(url) as conn:
+            replay_ok = conn.execute(
+                "SELECT count(*) FROM ledger_accounts WHERE NOT allow_overdraft AND balance < 0"
+            ).fetchone()
+        lines += [
+            "# Transfers",
+            "",
+            f"PostgreSQL 15, `custodia serve --workers 2`, wrk -t1 replaying pre-signed "
+            f"`POST /v1/transfers` of 1 fen between random accounts ({len(accounts):,} funded "
+            f"Class I accounts, loaded through the service layer in {load_s:.0f} s), "
+            f"{args.duration} s runs, {args.rounds} rounds interleaved with the anchor (medians).",
+            "",
+            "| connections | transfers/s | p50 ms | p99 ms | non-2xx | anchor (raw SQL) tps | anchor ms | ratio |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for conns in (1, 8, 32):
+            http = results[("http", conns)]
+            raw = results[("anchor", conns)]
+            ok = statistics.median(c["ok_per_s"] for c in http)
+            tps = statistics.median(a["tps"] for a in raw)
+            lines.append(
+                f"| {conns} | {ok:,.0f} | {statistics.median(c['p50'] for c in http):.1f} | "
+                f"{statistics.median(c['p99'] for c in http):.1f} | {sum(int(c['errors']) for c in http)} | "
+                f"{tps:,.0f} | {statistics.median(a['latency'] for a in raw):.2f} | {ok / tps:.2f} |"
+            )
+        lines += [
+            "",
+            f"Peak resident memory of a server worker: {peak:.0f} MiB.",
+            "",
+            f"Responses other than 201 and logged errors: {refusals(log)}.",
+            "",
+            f"Negative customer balances afterwards: {replay_ok[0] if replay_ok else '?'}.",
+        ]
+    table = "\n".join(lines)
+    print("\n" + table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transfers.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
