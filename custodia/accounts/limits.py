@@ -30,10 +30,13 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custodia.accounts.errors import LimitExceeded
 from custodia.accounts.models import CustomerPaymentSettings, LimitUsage
+from custodia.core.errors import FieldProblem, InvalidFields
+from custodia.core.models import table_of
 
 YearWindow = Literal["calendar_year", "rolling_12_months"]
 
@@ -280,6 +283,7 @@ __all__ = [
     "Charge",
     "Headroom",
     "LimitPolicy",
+    "agree_signature_limit",
     "charges",
     "consume",
     "daily_tier",
@@ -287,3 +291,30 @@ __all__ = [
     "headroom",
     "signature_daily_limit",
 ]
+
+
+def agree_signature_limit(
+    session: Session, customer_id: str, amount: int, *, now: datetime, policy: LimitPolicy
+) -> int:
+    """Store the daily limit the customer agreed for e-signed payments (K4); return it.
+
+    At most the Class III yearly limit: no day can allow more than a year does.
+    """
+    if type(amount) is not int or not 0 < amount <= policy.class_iii_yearly:
+        raise InvalidFields(
+            [FieldProblem("signature_daily_limit", f"1 to {policy.class_iii_yearly} minor units")]
+        )
+    table = table_of(CustomerPaymentSettings)
+    dialect_insert = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    statement = dialect_insert(table).values(
+        customer_id=customer_id, signature_daily_limit=amount, updated_at=now
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"signature_daily_limit": amount, "updated_at": now},
+        )
+    )
+    return amount

@@ -28,13 +28,14 @@ from custodia.accounts.errors import (
     InvalidPaymentRequest,
     SensitiveDataRejected,
 )
-from custodia.accounts.limits import headroom
+from custodia.accounts.limits import agree_signature_limit, headroom
 from custodia.accounts.models import PaymentAccount
 from custodia.api.credentials import failures_counted
 from custodia.api.idempotency import idempotent_request, replay_if_done, respond_idempotently
 from custodia.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from custodia.api.runtime import Runtime
 from custodia.api.security import context_of, current_principal
+from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.errors import FieldProblem, NotFound
 from custodia.core.factors import Factor
@@ -132,6 +133,19 @@ class CardIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     holder_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     bank_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     holder_id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class PaymentLimitsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The daily limit the customer agreed for payments with an e-signature (minor units)."""
+
+    signature_daily_limit: Amount
+
+
+class PaymentLimitsOut(msgspec.Struct, kw_only=True):
+    """The agreed limit."""
+
+    customer_id: str
+    signature_daily_limit: int
 
 
 class CardPage(msgspec.Struct, kw_only=True):
@@ -679,6 +693,37 @@ class CustomerAccountsController(Controller):
             )
 
         return runtime.db.run(work, read_only=True)
+
+    @post(
+        "/payment-limits",
+        operation_id="customers_payment_limits",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Record the daily limit agreed for e-signed payments",
+    )
+    def payment_limits(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PaymentLimitsIn],
+        runtime: NamedDependency[Runtime],
+        customer_id: FromPath[str],
+    ) -> PaymentLimitsOut:
+        """Record the daily limit the customer agreed for payments with an e-signature (K4)."""
+        ctx = context_of(request, runtime)
+
+        def work(session: Session) -> PaymentLimitsOut:
+            kyc.acting_for(session, customer_id, ctx.actor, writing=True)
+            agreed = agree_signature_limit(
+                session, customer_id, data.signature_daily_limit, now=ctx.now,
+                policy=runtime.limit_policy,
+            )  # fmt: skip
+            audit.record(
+                session, ctx, audit.AuditAction.PAYMENT_LIMIT_AGREED, target=customer_id,
+                customer_id=customer_id, details={"signature_daily_limit": agreed},
+            )  # fmt: skip
+            return PaymentLimitsOut(customer_id=customer_id, signature_daily_limit=agreed)
+
+        return runtime.db.run(work)
 
     @post(
         "/bank-cards",

@@ -119,6 +119,7 @@ ROUTE_ACCESS: dict[str, Access] = {
     "accounts_transactions": Access(ONBOARDING | CUSTOMER_READERS),
     "customers_accounts": Access(ONBOARDING | CUSTOMER_READERS),
     "customers_bank_card_bind": Access(ONBOARDING),
+    "customers_payment_limits": Access(ONBOARDING),
     "customers_bank_cards": Access(ONBOARDING | CUSTOMER_READERS),
     # money movement: the customer's app moves its customers' money; merchants take payments
     "top_ups_create": Access(ONBOARDING),

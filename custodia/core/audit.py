@@ -101,6 +101,7 @@ class AuditAction(StrEnum):
     ACCOUNT_CLOSING = "accounts:account:closing"
     ACCOUNT_CLOSED = "accounts:account:closed"
     BANK_CARD_BOUND = "accounts:bank_card:bound"
+    PAYMENT_LIMIT_AGREED = "accounts:payment_limit:agreed"
     MERCHANT_CREATED = "accounts:merchant:created"
     TOP_UP = "accounts:transaction:top_up"
     WITHDRAWAL = "accounts:transaction:withdrawal"

@@ -298,3 +298,36 @@ def test_concurrent_payments_never_exceed_a_daily_limit(
         assert sorted(statuses) == [201, 201, 201] + [422] * 5  # 3 × 300 ≤ 1,000 < 4 × 300
         assert _balance(clients[0], app, payee.account)[0] == 90_000
     _books_balance(runtime)
+
+
+def test_the_agreed_signature_limit_is_recorded_and_applies(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str]
+) -> None:
+    """K4: with two kinds incl. an e-signature, the limit the customer agreed applies."""
+    payer = onboard(client, app, clock, account_class="III", funds=2_000_000)
+    payee = onboard(client, app, clock)
+    agreed = client.post(
+        f"/v1/customers/{payer.id}/payment-limits",
+        json={"signature_daily_limit": 800_000},
+        headers=app,
+    )
+    assert agreed.json() == {"customer_id": payer.id, "signature_daily_limit": 800_000}
+    too_much = client.post(
+        f"/v1/customers/{payer.id}/payment-limits",
+        json={"signature_daily_limit": 20_000_001},
+        headers=app,
+    )
+    assert too_much.status_code == 422
+    key = payer.key()
+    over = payer.transfer(
+        payee.account, 800_001, key=key,
+        factors=[payer.password(), payer.signature("transfer", key, payee.account, 800_001)],
+    )  # fmt: skip
+    assert (over.json()["rule"], over.json()["limit"]) == ("daily", 800_000)
+    key = payer.key()
+    fits = payer.transfer(
+        payee.account, 800_000, key=key,
+        factors=[payer.password(), payer.signature("transfer", key, payee.account, 800_000)],
+    )  # fmt: skip
+    assert fits.status_code == 201, fits.text
+    assert "accounts:payment_limit:agreed" in audit_actions(runtime, customer_id=payer.id)
