@@ -33,8 +33,6 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import msgspec
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, pgbench, refusals, rss_mib, scratch_database, serving, wrk
@@ -136,17 +134,24 @@ def _load(args: tuple[dict[str, str], int, int]) -> list[tuple[int, str, str, st
                     occupation="engineer",
                 )  # fmt: skip
                 customer = kyc.register_individual(
-                    session, kyc.RegisterIndividual(person), ctx=ctx, services=services  # type: ignore[arg-type]
+                    session,
+                    kyc.RegisterIndividual(person),
+                    ctx=ctx,
+                    services=services,  # type: ignore[arg-type]
                 )
                 flush_deferred(session)  # type: ignore[arg-type] # the new rows, read back below
                 kyc.record_verification(
                     session,  # type: ignore[arg-type]
                     PreparedVerification(
-                        id=runtime.ids.new(IdPrefix.VERIFICATION), customer_id=customer.id,
-                        channel="public_security_id", adapter="sandbox", document_version=1,
-                        answer=AdapterAnswer("passed", None, "bench"), failure=None,
+                        id=runtime.ids.new(IdPrefix.VERIFICATION),
+                        customer_id=customer.id,
+                        channel="public_security_id",
+                        adapter="sandbox",
+                        document_version=1,
+                        answer=AdapterAnswer("passed", None, "bench"),
+                        failure=None,
                         evidence_ref="bench",
-                    ),  # fmt: skip
+                    ),
                     ctx=ctx,
                     services=services,
                 )
@@ -154,14 +159,26 @@ def _load(args: tuple[dict[str, str], int, int]) -> list[tuple[int, str, str, st
                     session,  # type: ignore[arg-type]
                     customer.id,
                     agreements.ConsentRequest(
-                        agreement_id=agreement.id, accepted=True, channel="app",
-                        ip="203.0.113.7", user_agent="bench", shown_at=now,
-                    ),  # fmt: skip
-                    ctx=ctx, ids=runtime.ids, vault=runtime.vault, signer=runtime.signer,
+                        agreement_id=agreement.id,
+                        accepted=True,
+                        channel="app",
+                        ip="203.0.113.7",
+                        user_agent="bench",
+                        shown_at=now,
+                    ),
+                    ctx=ctx,
+                    ids=runtime.ids,
+                    vault=runtime.vault,
+                    signer=runtime.signer,
                     confirm=runtime.confirm_consent,
-                )  # fmt: skip
+                )
                 account = accounts.open_account(
-                    session, customer.id, "I", currency="CNY", ctx=ctx, ids=runtime.ids  # type: ignore[arg-type]
+                    session,
+                    customer.id,
+                    "I",
+                    currency="CNY",
+                    ctx=ctx,
+                    ids=runtime.ids,  # type: ignore[arg-type]
                 )
                 key_id = kyc.add_signing_key(session, customer.id, public, ctx=ctx, ids=runtime.ids)  # type: ignore[arg-type]
                 ledger.post(
@@ -223,8 +240,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         from bench.common import CUSTODIA, run  # noqa: PLC0415
 
         key = json.loads(
-            run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
-                "--json", env=env)  # fmt: skip
+            run(
+                CUSTODIA,
+                "clients",
+                "create",
+                "--kind",
+                "onboarding_app",
+                "--name",
+                "bench",
+                "--json",
+                env=env,
+            )
         )
         started = datetime.now(UTC)
         half = args.accounts // 2
@@ -235,7 +261,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         with psycopg.connect(url, autocommit=True) as conn:
             # The bench customers were registered by "cli_bench": hand them to the bench key.
             conn.execute("UPDATE customers SET created_by = %s", (key["id"],))
-            conn.execute("CREATE TABLE bench_accounts (n int PRIMARY KEY, customer_id text, account_id text)")
+            conn.execute(
+                "CREATE TABLE bench_accounts (n int PRIMARY KEY, customer_id text, account_id text)"
+            )
             with conn.cursor().copy("COPY bench_accounts FROM STDIN") as copy:
                 for n, customer, account, _ in accounts:
                     copy.write_row((n, customer, account))
@@ -263,7 +291,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
                     })  # fmt: skip
                     results.setdefault(("http", conns), []).append(cell)
-                    raw = pgbench(url, anchor, conns, args.duration, variables={"accounts": str(len(accounts))})
+                    raw = pgbench(
+                        url,
+                        anchor,
+                        conns,
+                        args.duration,
+                        variables={"accounts": str(len(accounts))},
+                    )
                     results.setdefault(("anchor", conns), []).append(raw)
                     print(
                         f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} transfers/s "
@@ -279,10 +313,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         lines += [
             "# Transfers",
             "",
-            f"PostgreSQL 15, `custodia serve --workers 2`, wrk -t1 replaying pre-signed "
-            f"`POST /v1/transfers` of 1 fen between random accounts ({len(accounts):,} funded "
-            f"Class I accounts, loaded through the service layer in {load_s:.0f} s), "
-            f"{args.duration} s runs, {args.rounds} rounds interleaved with the anchor (medians).",
+            (
+                f"PostgreSQL 15, `custodia serve --workers 2`, wrk -t1 replaying pre-signed "
+                f"`POST /v1/transfers` of 1 fen between random accounts ({len(accounts):,} funded "
+                f"Class I accounts, loaded through the service layer in {load_s:.0f} s), "
+                f"{args.duration} s runs, {args.rounds} rounds interleaved with the anchor (medians)."
+            ),
             "",
             "| connections | transfers/s | p50 ms | p99 ms | non-2xx | anchor (raw SQL) tps | anchor ms | ratio |",
             "|---|---|---|---|---|---|---|---|",
