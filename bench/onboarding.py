@@ -21,31 +21,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import secrets
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
-import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import (
+    CUSTODIA,
+    RESULTS,
+    pgbench,
+    refusals,
+    rss_mib,
+    run,
+    scratch_database,
+    serving,
+    wrk,
+)
 from custodia.kyc.screening import ScreeningIndex
 from tests.kyc.corpus import make_corpus
-
-BIN = Path(sys.executable).parent
-RESULTS = ROOT / "bench" / "results"
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 LUA = r"""
 local counter = 0
@@ -101,87 +100,6 @@ END;
 """
 
 
-def _run(*args: str, env: dict[str, str]) -> str:
-    return subprocess.run(
-        args, env=env, check=True, capture_output=True, text=True, timeout=600
-    ).stdout
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("server died")
-        time.sleep(0.3)
-    raise SystemExit("server not ready")
-
-
-def _wrk(
-    base: str, script: Path, connections: int, duration: int, *, key: str, offset: int
-) -> dict[str, float]:
-    env = {**os.environ, "CUSTODIA_BENCH_OFFSET": str(offset)}
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-         "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json", base],
-        capture_output=True, text=True, check=True, env=env, timeout=duration + 60,
-    ).stdout  # fmt: skip
-    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = int(non2xx[1]) if non2xx else 0
-
-    def ms(label: str) -> float:
-        value = re.search(rf"\s{label}\s+([\d.]+)(us|ms|s)", out)
-        assert value
-        return float(value[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[value[2]]
-
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
-        "ok_per_s": (requests - errors) / duration,
-        "errors": errors,
-        "p50": ms("50%"),
-        "p99": ms("99%"),
-    }
-
-
-def _refusals(log: Path) -> str:
-    """Count the server's non-2xx answers by status (and problem code when logged)."""
-    counts: Counter[str] = Counter()
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "request" and not 200 <= int(event.get("status", 0)) < 300:
-            counts[str(event["status"])] += 1
-        elif event.get("level") in {"error", "critical"}:
-            counts[f"logged {event.get('event')}"] += 1
-    return ", ".join(f"{k} × {v}" for k, v in sorted(counts.items()))
-
-
-def _pgbench(url: str, script: Path, clients: int, duration: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(duration), "-f", str(script), url],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
-    ).stdout  # fmt: skip
-    return {
-        "tps": float(re.search(r"tps = ([\d.]+)", out)[1]),  # type: ignore[index]
-        "latency": float(re.search(r"latency average = ([\d.]+) ms", out)[1]),  # type: ignore[index]
-    }
-
-
-def _rss_mib(pid: int) -> float:
-    total = 0
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        status = Path(f"/proc/{child}/status").read_text()
-        total = max(total, int(re.search(r"VmHWM:\s+(\d+)", status)[1]))  # type: ignore[index]
-    return total / 1024
-
-
 def main() -> None:  # noqa: PLR0915 - one linear script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=50_000)
@@ -191,26 +109,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
 
-    name = f"custodia_bench_{secrets.token_hex(3)}"
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    var = Path(tempfile.mkdtemp(prefix="custodia-bench-"))
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIA_")}
-    env.update(
-        CUSTODIA_VAR_DIR=str(var),
-        CUSTODIA_DATABASE_URL=url,
-        CUSTODIA_LOG_LEVEL="INFO",  # as in production: one JSON line per request
-        CUSTODIA_LOG_FORMAT="json",
-        CUSTODIA_INPROCESS_WORKERS="false",
-        CUSTODIA_DB_POOL_SIZE="16",
-    )
-    custodia = str(BIN / "custodia")
     lines: list[str] = []
-    server = None
-    try:
-        _run(custodia, "keys", "init", env=env)
-        _run(custodia, "db", "upgrade", env=env)
+    with scratch_database("onboarding") as (url, var, env):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
         entries, queries = make_corpus(args.entries, 2000, seed=11)
@@ -230,10 +130,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                     )
                     + "\n"
                 )
-        _run(custodia, "watchlists", "load", str(listing), env=env)
+        run(CUSTODIA, "watchlists", "load", str(listing), env=env)
         key = json.loads(
-            _run(
-                custodia,
+            run(
+                CUSTODIA,
                 "clients",
                 "create",
                 "--kind",
@@ -261,33 +161,34 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
 
         server_log = var / "server.log"
-        port = 18000 + secrets.randbelow(1000)
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [custodia, "serve", "--port", str(port), "--workers", "2"], env=env, start_new_session=True,
-            stdout=server_log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        _wait_ready(base, server)
         script = var / "onboard.lua"
         script.write_text(LUA)
         anchor_script = var / "anchor.sql"
         anchor_script.write_text(PGBENCH_ONBOARDING)
-        _wrk(base, script, 4, 5, key=key, offset=900_000)  # warm-up: both workers build their index
+        auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
-        offset = 0
-        for rnd in range(args.rounds):
-            for conns in (8, 32):
-                cell = _wrk(base, script, conns, args.duration, key=key, offset=offset)
-                offset += 200_000
-                results.setdefault(("http", conns), []).append(cell)
-                anchor = _pgbench(url, anchor_script, conns, args.duration)
-                results.setdefault(("anchor", conns), []).append(anchor)
-                print(
-                    f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} customers/s (p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx {cell['errors']}); anchor {anchor['tps']:.0f} tps",
-                    flush=True,
-                )
-        rss = _rss_mib(server.pid)
-        refused = _refusals(server_log)
+        with serving(env, server_log) as (base, pid):
+            # Warm-up: both workers build their screening index.
+            wrk(base, script, 4, 5, headers=auth, env={"CUSTODIA_BENCH_OFFSET": "900000"})
+            offset = 0
+            for rnd in range(args.rounds):
+                for conns in (8, 32):
+                    cell = wrk(
+                        base, script, conns, args.duration, headers=auth,
+                        env={"CUSTODIA_BENCH_OFFSET": str(offset)},
+                    )  # fmt: skip
+                    offset += 200_000
+                    results.setdefault(("http", conns), []).append(cell)
+                    anchor = pgbench(url, anchor_script, conns, args.duration)
+                    results.setdefault(("anchor", conns), []).append(anchor)
+                    print(
+                        f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} customers/s "
+                        f"(p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx "
+                        f"{cell['errors']:.0f}); anchor {anchor['tps']:.0f} tps",
+                        flush=True,
+                    )
+            rss = rss_mib(pid)
+        refused = refusals(server_log)
         with psycopg.connect(url) as conn:
             customers = conn.execute("SELECT count(*) FROM customers").fetchone()[0]  # type: ignore[index]
 
@@ -315,20 +216,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             "",
             f"Peak resident memory of a server worker: {rss:.0f} MiB.",
             "",
-            f"Responses other than 201 (warm-up included), by status and code: {refused or 'none'}.",
+            f"Responses other than 201 (warm-up included), by status and code: {refused}.",
             "",
             (
                 f"Screening latency ({len(queries):,} names against {args.entries:,} entries, in process): "
                 f"p50 {p50:.2f} ms, p95 {p95:.2f} ms, max {latencies[-1]:.2f} ms."
             ),
         ]
-    finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        with psycopg.connect(ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(var, ignore_errors=True)
     table = "\n".join(lines)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)

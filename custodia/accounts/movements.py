@@ -250,6 +250,56 @@ def _authentication(verified: kyc.VerifiedFactors | None) -> dict[str, Any]:
     }
 
 
+def _debit(
+    session: Session,
+    operation: str,
+    *,
+    account: PaymentAccount,
+    customer: Customer,
+    payee: str,
+    amount: int,
+    auth: Authorisation,
+    ctx: Context,
+    c: Collaborators,
+) -> tuple[str, kyc.VerifiedFactors]:
+    """Verify the customer's factors, consume the limits and post the debit.
+
+    ``payee`` is what the signing string names: the payee account, the merchant, or for a
+    withdrawal the bank card (the ledger then credits suspense until the payout). Returns
+    the new transaction's id and the factors that authorised it.
+    """
+    withdrawal = operation == "withdrawal"
+    verified = _verify(
+        session,
+        customer.id,
+        auth,
+        signing_string(
+            operation,
+            idempotency_key=auth.idempotency_key,
+            payer=account.id,
+            payee=payee,
+            amount=amount,
+            currency="CNY",
+        ),
+        now=ctx.now,
+        c=c,
+    )
+    _consume_limits(
+        session, account, customer, amount, verified.kinds,
+        own_card_withdrawal=withdrawal, now=ctx.now, c=c,
+    )  # fmt: skip
+    transaction_id = c.ids.new(IdPrefix.TRANSACTION)
+    ledger.post(
+        session,
+        transaction_id=transaction_id,
+        kind=operation,
+        currency="CNY",
+        legs=[ledger.Leg(account.id, SUSPENSE if withdrawal else payee, amount)],
+        now=ctx.now,
+    )
+    return transaction_id, verified
+
+
 def _record(
     session: Session,
     *,
@@ -409,34 +459,10 @@ def transfer(
         raise InvalidPaymentRequest(
             [FieldProblem("purpose", "a corporate transfer over 50,000 CNY states its purpose")]
         )
-    verified = _verify(
-        session,
-        payer.id,
-        auth,
-        signing_string(
-            "transfer",
-            idempotency_key=auth.idempotency_key,
-            payer=payer_account.id,
-            payee=payee_account.id,
-            amount=cmd.amount,
-            currency="CNY",
-        ),
-        now=ctx.now,
-        c=c,
-    )
-    _consume_limits(
-        session, payer_account, payer, cmd.amount, verified.kinds,
-        own_card_withdrawal=False, now=ctx.now, c=c,
+    transaction_id, verified = _debit(
+        session, "transfer", account=payer_account, customer=payer, payee=payee_account.id,
+        amount=cmd.amount, auth=auth, ctx=ctx, c=c,
     )  # fmt: skip
-    transaction_id = c.ids.new(IdPrefix.TRANSACTION)
-    ledger.post(
-        session,
-        transaction_id=transaction_id,
-        kind="transfer",
-        currency="CNY",
-        legs=[ledger.Leg(payer_account.id, payee_account.id, cmd.amount)],
-        now=ctx.now,
-    )
     payee = kyc.load(session, payee_account.customer_id)
     return _record(
         session,
@@ -504,34 +530,10 @@ def pay(
             now=ctx.now,
             policy=c.warnings,
         )
-    verified = _verify(
-        session,
-        payer.id,
-        auth,
-        signing_string(
-            "payment",
-            idempotency_key=auth.idempotency_key,
-            payer=account.id,
-            payee=merchant.id,
-            amount=cmd.amount,
-            currency="CNY",
-        ),
-        now=ctx.now,
-        c=c,
-    )
-    _consume_limits(
-        session, account, payer, cmd.amount, verified.kinds,
-        own_card_withdrawal=False, now=ctx.now, c=c,
+    transaction_id, verified = _debit(
+        session, "payment", account=account, customer=payer, payee=merchant.id,
+        amount=cmd.amount, auth=auth, ctx=ctx, c=c,
     )  # fmt: skip
-    transaction_id = c.ids.new(IdPrefix.TRANSACTION)
-    ledger.post(
-        session,
-        transaction_id=transaction_id,
-        kind="payment",
-        currency="CNY",
-        legs=[ledger.Leg(account.id, merchant.id, cmd.amount)],
-        now=ctx.now,
-    )
     view = _record(
         session,
         transaction_id=transaction_id,
@@ -729,34 +731,10 @@ def withdraw(
     customer = kyc.load(session, account.customer_id)
     _payer_allowed(account, customer, withdrawal=True)
     card = _own_card(session, cmd.bank_card_id, customer)
-    verified = _verify(
-        session,
-        customer.id,
-        auth,
-        signing_string(
-            "withdrawal",
-            idempotency_key=auth.idempotency_key,
-            payer=account.id,
-            payee=card.id,
-            amount=cmd.amount,
-            currency="CNY",
-        ),
-        now=ctx.now,
-        c=c,
-    )
-    _consume_limits(
-        session, account, customer, cmd.amount, verified.kinds,
-        own_card_withdrawal=True, now=ctx.now, c=c,
+    transaction_id, verified = _debit(
+        session, "withdrawal", account=account, customer=customer, payee=card.id,
+        amount=cmd.amount, auth=auth, ctx=ctx, c=c,
     )  # fmt: skip
-    transaction_id = c.ids.new(IdPrefix.TRANSACTION)
-    ledger.post(
-        session,
-        transaction_id=transaction_id,
-        kind="withdrawal",
-        currency="CNY",
-        legs=[ledger.Leg(account.id, SUSPENSE, cmd.amount)],
-        now=ctx.now,
-    )
     view = _record(
         session,
         transaction_id=transaction_id,
