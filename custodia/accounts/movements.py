@@ -231,8 +231,9 @@ def _consume_limits(
         customer_type=customer.type,
         own_card_withdrawal=own_card_withdrawal,
         factor_types=kinds,
+        # Read only when that tier applies: a signature alone is one kind (K3).
         signature_limit=limits.signature_daily_limit(session, customer.id, c.limits)
-        if "signature" in kinds
+        if limits.daily_tier(kinds) == "two_kinds_signature"
         else c.limits.signature_daily_default,
         now=now,
         policy=c.limits,
