@@ -56,7 +56,7 @@ from custodia.accounts.models import (
     PaymentRefunds,
     PaymentTransaction,
 )
-from custodia.accounts.service import card_number, load, load_merchant
+from custodia.accounts.service import card_number, load, load_merchant, prefetch
 from custodia.agreements import RiskWarningPolicy
 from custodia.core import audit
 from custodia.core.actors import SYSTEM, Context
@@ -450,6 +450,7 @@ def transfer(
     _check_amount(cmd.amount)
     if cmd.from_account_id == cmd.to_account_id:
         raise InvalidPaymentRequest([FieldProblem("to_account_id", "a different account")])
+    prefetch(session, cmd.from_account_id, cmd.to_account_id)
     payer_account = load(session, cmd.from_account_id)
     payee_account = load(session, cmd.to_account_id)
     payer = kyc.load(session, payer_account.customer_id)

@@ -434,8 +434,12 @@ def _cny(currency: str) -> None:
         raise InvalidPaymentRequest([FieldProblem("currency", "payment accounts are in CNY")])
 
 
-def _acting_for_account(session: Session, account_id: str, actor: Actor) -> None:
-    """Hide an account whose customer the actor may not act for (404, not 403)."""
+def _acting_for_account(session: Session, account_id: str, actor: Actor, *also: str) -> None:
+    """Hide an account whose customer the actor may not act for (404, not 403).
+
+    ``also`` names accounts the operation reads next: loaded in the same query.
+    """
+    accounts.prefetch(session, account_id, *also)
     account = session.get(PaymentAccount, account_id)
     if account is None:
         raise NotFound("account", account_id)
@@ -961,7 +965,7 @@ class MoneyController(Controller):
         )
 
         def work(session: Session, ctx: Context) -> movements.TransactionView:
-            _acting_for_account(session, data.from_account_id, ctx.actor)
+            _acting_for_account(session, data.from_account_id, ctx.actor, data.to_account_id)
             return movements.transfer(session, cmd, auth, ctx=ctx, c=runtime.money)
 
         return _move(request, runtime, data, work)
