@@ -1,10 +1,10 @@
 """Posting value between ledger accounts: never overdrawn, always balanced (REGULATION.md B1).
 
 - :func:`post` applies a transaction's legs to the stored balances and writes the journal, in
-  the caller's unit of work. Each account's net change is applied once, in account-id order
-  (so that two transactions touching the same accounts lock them in the same order and do
-  not deadlock); a net debit of a no-overdraft account is a conditional update that succeeds
-  only if ``balance - held`` covers it, so concurrent debits can never overdraw (B1, Art. 3).
+  the caller's unit of work. Each account's net change is applied once
+  (one statement for all of them); a net debit of a no-overdraft account is conditional: it
+  succeeds only if ``balance - held`` covers it, so concurrent debits can never overdraw
+  (B1, Art. 3).
   The journal rows are plain inserts sent with the commit (``custodia.core.db.defer``).
 - Holds (:func:`authorize`, :func:`capture`, :func:`void`, :func:`expire_holds`) reserve value
   without posting it: they lower the available balance only.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, case, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from custodia.core.db import defer
@@ -137,18 +137,31 @@ def _refusal(session: Session, account_id: str, currency: str, requested: int) -
     return InsufficientFunds(account_id, row.balance - row.held, requested, currency)
 
 
-def _apply(session: Session, account_id: str, currency: str, delta: int) -> None:
-    """Change one balance by ``delta``; a decrease only if the available balance covers it."""
-    where = [_ACCOUNTS.c.id == account_id, _ACCOUNTS.c.currency == currency]
-    if delta < 0:
-        where.append(
-            or_(_ACCOUNTS.c.allow_overdraft, _ACCOUNTS.c.balance - _ACCOUNTS.c.held >= -delta)
-        )
-    result = session.execute(
-        update(_ACCOUNTS).where(and_(*where)).values(balance=_ACCOUNTS.c.balance + delta)
+def _apply(session: Session, deltas: dict[str, int], currency: str) -> None:
+    """Change every balance by its delta in one statement; a decrease only if covered.
+
+    The accounts are named in id order; any account not updated (missing, another
+    currency, or a debit the available balance does not cover) refuses the whole posting.
+    """
+    ids = sorted(deltas)
+    change = case(deltas, value=_ACCOUNTS.c.id)
+    debited = [account_id for account_id in ids if deltas[account_id] < 0]
+    covered = or_(
+        _ACCOUNTS.c.allow_overdraft,
+        _ACCOUNTS.c.id.not_in(debited) if debited else true(),
+        _ACCOUNTS.c.balance - _ACCOUNTS.c.held + change >= 0,
     )
-    if int(getattr(result, "rowcount", 0) or 0) != 1:
-        raise _refusal(session, account_id, currency, -delta)
+    updated = set(
+        session.execute(
+            update(_ACCOUNTS)
+            .where(_ACCOUNTS.c.id.in_(ids), _ACCOUNTS.c.currency == currency, covered)
+            .values(balance=_ACCOUNTS.c.balance + change)
+            .returning(_ACCOUNTS.c.id)
+        ).scalars()
+    )
+    for account_id in ids:
+        if account_id not in updated:
+            raise _refusal(session, account_id, currency, -deltas[account_id])
 
 
 def post(
@@ -172,9 +185,9 @@ def post(
     for leg in legs:
         net[leg.debit] -= leg.amount
         net[leg.credit] += leg.amount
-    for account_id in sorted(net):
-        if net[account_id]:
-            _apply(session, account_id, currency, net[account_id])
+    moved = {account_id: delta for account_id, delta in net.items() if delta}
+    if moved:
+        _apply(session, moved, currency)
     defer(
         session,
         _INSERT_TRANSACTION,
