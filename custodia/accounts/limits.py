@@ -186,10 +186,53 @@ def _consume_sql(others: int) -> str:
     )
 
 
+def _consume_all_sql(count: int) -> str:
+    # One upsert for several limits of single periods; built from constants and a count of
+    # numbered parameters only: values are bound.
+    rows = " UNION ALL ".join(
+        f"SELECT CAST(:r{i} AS VARCHAR(24)) AS rule, CAST(:p{i} AS VARCHAR(16)) AS period, "
+        f"CAST(:l{i} AS BIGINT) AS cap"
+        for i in range(count)
+    )
+    caps = " ".join(f"WHEN :r{i} THEN CAST(:l{i} AS BIGINT)" for i in range(count))
+    return (
+        "INSERT INTO limit_usage (customer_id, rule, period, used) "  # noqa: S608
+        "SELECT CAST(:customer_id AS VARCHAR(40)), v.rule, v.period, CAST(:amount AS BIGINT) "
+        f"FROM ({rows}) AS v WHERE CAST(:amount AS BIGINT) <= v.cap "
+        "ON CONFLICT (customer_id, rule, period) DO UPDATE SET used = limit_usage.used + "
+        f"excluded.used WHERE limit_usage.used + excluded.used <= CASE excluded.rule {caps} END "
+        "RETURNING rule"
+    )
+
+
+def _refuse(session: Session, customer_id: str, amount: int, charge: Charge) -> LimitExceeded:
+    return LimitExceeded(
+        rule=charge.rule,
+        regulation=charge.regulation,
+        period=charge.label,
+        limit=charge.limit,
+        used=_used(session, customer_id, charge),
+        requested=amount,
+    )
+
+
 def consume(session: Session, customer_id: str, amount: int, charges_: Sequence[Charge]) -> None:
-    """Consume ``amount`` of every limit, or refuse with the first one it would exceed."""
-    for charge in charges_:
-        params: dict[str, object] = {
+    """Consume ``amount`` of every limit, or refuse with the first one it would exceed.
+
+    Limits of single periods (the calendar year, a day, the lifetime) go in one statement;
+    a rolling year sums earlier periods in its own.
+    """
+    single = [c for c in charges_ if not c.others]
+    if single:
+        params: dict[str, object] = {"customer_id": customer_id, "amount": amount}
+        for i, charge in enumerate(single):
+            params |= {f"r{i}": charge.rule, f"p{i}": charge.period, f"l{i}": charge.limit}
+        done = set(session.execute(text(_consume_all_sql(len(single))), params).scalars())
+        for charge in single:
+            if charge.rule not in done:
+                raise _refuse(session, customer_id, amount, charge)
+    for charge in (c for c in charges_ if c.others):
+        params = {
             "customer_id": customer_id,
             "rule": charge.rule,
             "period": charge.period,
@@ -197,16 +240,8 @@ def consume(session: Session, customer_id: str, amount: int, charges_: Sequence[
             "limit": charge.limit,
         }
         params.update({f"o{i}": p for i, p in enumerate(charge.others)})
-        done = session.execute(text(_consume_sql(len(charge.others))), params).first()
-        if done is None:
-            raise LimitExceeded(
-                rule=charge.rule,
-                regulation=charge.regulation,
-                period=charge.label,
-                limit=charge.limit,
-                used=_used(session, customer_id, charge),
-                requested=amount,
-            )
+        if session.execute(text(_consume_sql(len(charge.others))), params).first() is None:
+            raise _refuse(session, customer_id, amount, charge)
 
 
 @dataclass(frozen=True, slots=True)
