@@ -30,11 +30,11 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custodia.accounts.errors import LimitExceeded
 from custodia.accounts.models import CustomerPaymentSettings, LimitUsage
+from custodia.core.db import upsert_insert
 from custodia.core.errors import FieldProblem, InvalidFields
 from custodia.core.models import table_of
 
@@ -340,9 +340,7 @@ def agree_signature_limit(
             [FieldProblem("signature_daily_limit", f"1 to {policy.class_iii_yearly} minor units")]
         )
     table = table_of(CustomerPaymentSettings)
-    dialect_insert = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
+    dialect_insert = upsert_insert(session)
     statement = dialect_insert(table).values(
         customer_id=customer_id, signature_daily_limit=amount, updated_at=now
     )

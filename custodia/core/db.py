@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -154,6 +155,11 @@ def _execute_deferred(session: Session, deferred: list[tuple[Any, dict[str, Any]
     for _, run in groupby(deferred, key=lambda write: id(write[0])):
         batch = list(run)
         connection.execute(batch[0][0], [params for _, params in batch])
+
+
+def upsert_insert(session: Session) -> Any:
+    """Return the INSERT construct of the session's backend (``on_conflict_do_…`` included)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def backend_of(engine: Engine | Connection) -> Backend:

@@ -27,11 +27,11 @@ from itertools import pairwise
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custodia.core import audit
 from custodia.core.actors import Context
+from custodia.core.db import upsert_insert
 from custodia.core.errors import ErrorKind, FieldProblem, InvalidFields
 from custodia.core.factors import Factor
 from custodia.core.ids import IdGenerator, IdPrefix
@@ -123,9 +123,7 @@ def _row(session: Session, customer_id: str, now: datetime) -> CustomerCredentia
     Created with INSERT … ON CONFLICT DO NOTHING, so that two first uses at once both
     find the one row instead of one failing on the primary key.
     """
-    dialect_insert = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
+    dialect_insert = upsert_insert(session)
     session.execute(
         dialect_insert(CustomerCredential)
         .values(
