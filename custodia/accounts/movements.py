@@ -301,7 +301,7 @@ def _debit(
     return transaction_id, verified
 
 
-def _record(
+def _write_record(
     session: Session,
     *,
     transaction_id: str,
@@ -322,7 +322,11 @@ def _record(
     original: str | None = None,
     bank_reference: str | None = None,
 ) -> TransactionView:
-    """Write the transaction record (sent with the commit) and return its view."""
+    """Write the transaction record (sent with the commit) and return its view.
+
+    The audit and outbox events are :func:`_record`'s (or the PostgreSQL transfer
+    function's, ``custodia.accounts.fastpath``).
+    """
 
     def sealed(name: str | None, column: str) -> bytes | None:
         if not name:
@@ -395,6 +399,35 @@ def _record(
             "completed_at": view.completed_at,
         },
     )
+    return view
+
+
+def audit_details(view: TransactionView) -> dict[str, Any]:
+    """Return what the audit event of a money movement records (no names: B2 is the record)."""
+    return {
+        "amount": view.amount,
+        "currency": view.currency,
+        "debit_account": view.payer.account_id,
+        "credit_account": view.payee.account_id,
+        "status": view.status,
+        "factors": view.authentication["factors"],
+    }
+
+
+def posted_event(view: TransactionView) -> dict[str, Any]:
+    """Return the payload of the outbox event every posted money movement publishes."""
+    return {
+        "transaction_id": view.id,
+        "type": view.type,
+        "amount": view.amount,
+        "status": view.status,
+    }
+
+
+def _record(session: Session, *, ctx: Context, c: Collaborators, **fields: Any) -> TransactionView:
+    """Write the record (``fields``: :func:`_write_record`'s), its audit and outbox events."""
+    view = _write_record(session, ctx=ctx, c=c, **fields)
+    type_, payer, payee, merchant = view.type, view.payer, view.payee, fields.get("merchant")
     action = {
         "top_up": audit.AuditAction.TOP_UP,
         "withdrawal": audit.AuditAction.WITHDRAWAL,
@@ -402,27 +435,12 @@ def _record(
         "payment": audit.AuditAction.PAYMENT,
         "refund": audit.AuditAction.REFUND,
     }[type_]
-    details = {
-        "amount": amount,
-        "currency": "CNY",
-        "debit_account": payer.account_id,
-        "credit_account": payee.account_id,
-        "status": status,
-        "factors": view.authentication["factors"],
-    }
+    details = audit_details(view)
     for customer_id in {payer.customer_id, payee.customer_id} - {None}:
-        audit.record(
-            session, ctx, action, target=transaction_id, customer_id=customer_id, details=details
-        )
+        audit.record(session, ctx, action, target=view.id, customer_id=customer_id, details=details)
     if merchant is not None and payer.customer_id is None and payee.customer_id is None:
-        audit.record(session, ctx, action, target=transaction_id, details=details)
-    publish(
-        session,
-        TRANSACTION_POSTED,
-        {"transaction_id": transaction_id, "type": type_, "amount": amount, "status": status},
-        ids=c.ids,
-        now=ctx.now,
-    )
+        audit.record(session, ctx, action, target=view.id, details=details)
+    publish(session, TRANSACTION_POSTED, posted_event(view), ids=c.ids, now=ctx.now)
     return view
 
 

@@ -20,7 +20,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
 from custodia import kyc, ledger
-from custodia.accounts import movements
+from custodia.accounts import fastpath, movements
 from custodia.accounts import service as accounts
 from custodia.accounts.bank import BankUnavailable
 from custodia.accounts.errors import (
@@ -31,14 +31,22 @@ from custodia.accounts.errors import (
 from custodia.accounts.limits import agree_signature_limit, headroom
 from custodia.accounts.models import PaymentAccount
 from custodia.api.credentials import failures_counted
-from custodia.api.idempotency import idempotent_request, replay_if_done, respond_idempotently
+from custodia.api.idempotency import (
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    idempotent_request,
+    replay_if_done,
+    respond_idempotently,
+)
 from custodia.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from custodia.api.problems import render_refusal
 from custodia.api.runtime import Runtime
 from custodia.api.security import context_of, current_principal
 from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.errors import FieldProblem, NotFound
 from custodia.core.factors import Factor
+from custodia.core.idempotency import StoredResponse, check_key, run_claiming
 from custodia.core.masking import mask_name
 from custodia.core.rules import article
 
@@ -446,10 +454,11 @@ def _acting_for_account(session: Session, account_id: str, actor: Actor, *also: 
     kyc.acting_for(session, account.customer_id, actor)
 
 
-def _idempotency_key(request: Request[Any, Any, Any], data: msgspec.Struct) -> str:
-    idem = idempotent_request(request, data, scope="-", required=True)
-    assert idem is not None  # noqa: S101 - required=True raises instead
-    return idem.key
+def _idempotency_key(request: Request[Any, Any, Any]) -> str:
+    """Return the request's (required) Idempotency-Key; the body is fingerprinted later, once."""
+    key = check_key(request.headers.get(IDEMPOTENCY_HEADER), required=True)
+    assert key is not None  # noqa: S101 - required=True raises instead
+    return key
 
 
 def _move(
@@ -469,6 +478,43 @@ def _move(
             status_code=201,
             work=lambda s: transaction_out(work(s, ctx), ctx.actor),
         )
+
+
+def _transfer_in_one_call(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    data: msgspec.Struct,
+    cmd: movements.Transfer,
+    auth: movements.Authorisation,
+) -> Response[bytes]:
+    """Run a transfer on PostgreSQL's one-call path (``custodia.accounts.fastpath``)."""
+    ctx = context_of(request, runtime)
+    idem = idempotent_request(request, data, scope=_scope(ctx.actor), required=True)
+    assert idem is not None  # noqa: S101 - required=True raises instead
+
+    def attempt(session: Session) -> tuple[StoredResponse, bool]:
+        done = fastpath.transfer(
+            session, cmd, auth, idem, ctx=ctx, c=runtime.money,
+            keys=runtime.device_keys, store=runtime.idempotency,
+        )  # fmt: skip
+        if isinstance(done, StoredResponse):
+            return done, True
+        body = msgspec.json.encode(transaction_out(done, ctx.actor))
+        response = StoredResponse(201, body, "application/json")
+        runtime.idempotency.complete(session, idem, response)
+        return response, False
+
+    with failures_counted(runtime, ctx):
+        stored, replayed = run_claiming(
+            runtime.db, runtime.idempotency, idem, attempt,
+            now=ctx.now, render_refusal=render_refusal,
+        )  # fmt: skip
+    return Response(
+        stored.body,
+        status_code=stored.status,
+        media_type=stored.content_type,
+        headers={REPLAYED_HEADER: "true"} if replayed else {},
+    )
 
 
 def _limits_out(
@@ -932,7 +978,7 @@ class MoneyController(Controller):
         """Debit the account now; the bank pays out to the customer's own card (pending)."""
         _cny(data.currency)
         auth = _authorisation(
-            _idempotency_key(request, data), data.authentication, data.channel, data.terminal_type
+            _idempotency_key(request), data.authentication, data.channel, data.terminal_type
         )
         cmd = movements.Withdrawal(data.account_id, data.bank_card_id, data.amount)
 
@@ -958,11 +1004,14 @@ class MoneyController(Controller):
         """Move value from the customer's account to another payment account."""
         _cny(data.currency)
         auth = _authorisation(
-            _idempotency_key(request, data), data.authentication, data.channel, data.terminal_type
+            _idempotency_key(request), data.authentication, data.channel, data.terminal_type
         )
         cmd = movements.Transfer(
             data.from_account_id, data.to_account_id, data.amount, data.purpose
         )
+
+        if fastpath.eligible(runtime.db.backend, auth, runtime.money.limits):
+            return _transfer_in_one_call(request, runtime, data, cmd, auth)
 
         def work(session: Session, ctx: Context) -> movements.TransactionView:
             _acting_for_account(session, data.from_account_id, ctx.actor, data.to_account_id)
@@ -988,7 +1037,7 @@ class MoneyController(Controller):
         actor = current_principal(request).actor
         assert actor.merchant_id is not None  # noqa: S101 - a merchant's key names its merchant
         auth = _authorisation(
-            _idempotency_key(request, data), data.authentication, data.channel, data.terminal_type
+            _idempotency_key(request), data.authentication, data.channel, data.terminal_type
         )
         cmd = movements.Payment(
             merchant_id=actor.merchant_id,
@@ -1023,7 +1072,6 @@ class MoneyController(Controller):
         _cny(data.currency)
         actor = current_principal(request).actor
         assert actor.merchant_id is not None  # noqa: S101 - a merchant's key names its merchant
-        _idempotency_key(request, data)
         return _move(
             request,
             runtime,

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from custodia import agreements, kyc, ledger
 from custodia.access import AccessPolicy
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
+from custodia.accounts import fastpath, movements
 from custodia.accounts import limits as account_limits
-from custodia.accounts import movements
 from custodia.accounts import service as account_service
 from custodia.accounts.bank import BankAdapter, bank_from_config
 from custodia.accounts.models import INDEX_COLUMNS as ACCOUNT_INDEX_COLUMNS
@@ -86,6 +86,7 @@ class Runtime:
     limit_policy: account_limits.LimitPolicy = field(init=False)
     bank: BankAdapter = field(init=False)
     money: movements.Collaborators = field(init=False)
+    device_keys: fastpath.DeviceKeys = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -140,6 +141,7 @@ class Runtime:
             **movements.payout_consumer(self.bank, self.money),
         }.items():
             self.consumers.register(event_type, f"accounts.{event_type}", consumer)
+        self.device_keys = fastpath.DeviceKeys(self.db.fetch_one)
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,

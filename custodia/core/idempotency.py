@@ -36,12 +36,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
-from sqlalchemy import delete, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, delete, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from custodia.core.db import sqlstate_of
+from custodia.core.db import defer, sqlstate_of, upsert_insert
 from custodia.core.errors import (
     DomainError,
     IdempotencyKeyInFlight,
@@ -49,7 +48,7 @@ from custodia.core.errors import (
     IdempotencyKeyMissing,
     IdempotencyKeyReused,
 )
-from custodia.core.models import IdempotencyRecord
+from custodia.core.models import IdempotencyRecord, table_of
 from custodia.core.vault import Vault
 
 if TYPE_CHECKING:
@@ -160,17 +159,30 @@ class IdempotencyStore:
     def complete(
         self, session: Session, request: IdempotentRequest, response: StoredResponse
     ) -> None:
-        """Store the response of the request that claimed the key in this transaction."""
-        session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.scope == request.scope, IdempotencyRecord.key == request.key)
-            .values(
-                state="completed",
-                response_status=response.status,
-                response_body=self._sealed(request, response.body),
-                response_content_type=response.content_type,
-            )
-            .execution_options(synchronize_session=False)
+        """Store the response of the request that claimed the key in this transaction.
+
+        Nothing reads it back before the commit: it is sent with it (``defer``).
+        """
+        defer(
+            session,
+            _COMPLETE,
+            {
+                "b_scope": request.scope,
+                "b_key": request.key,
+                "b_status": response.status,
+                "b_body": self._sealed(request, response.body),
+                "b_content_type": response.content_type,
+            },
+        )
+
+    def stored(
+        self, request: IdempotentRequest, status: int, body: bytes, content_type: str | None
+    ) -> StoredResponse:
+        """Return a completed record's response as it is replayed (opened from the vault)."""
+        return StoredResponse(
+            status=status,
+            body=self._opened(request, body),
+            content_type=content_type or "application/json",
         )
 
     def record_refusal(
@@ -222,7 +234,7 @@ class IdempotencyStore:
             "expires_at": now + self.ttl,
         }
         is_pg = session.get_bind().dialect.name == "postgresql"
-        dialect_insert = postgresql.insert if is_pg else sqlite.insert
+        dialect_insert = upsert_insert(session)
         statement = (
             dialect_insert(IdempotencyRecord)
             .values(**values)
@@ -276,14 +288,23 @@ class IdempotencyStore:
             raise IdempotencyKeyInFlight
         assert record.response_status is not None  # noqa: S101 - guaranteed by a CHECK
         assert record.response_body is not None  # noqa: S101 - guaranteed by a CHECK
-        return StoredResponse(
-            status=record.response_status,
-            body=self._opened(request, record.response_body),
-            content_type=record.response_content_type or "application/json",
+        return self.stored(
+            request, record.response_status, record.response_body, record.response_content_type
         )
 
 
 _TABLE = "idempotency_keys"
+_RECORDS = table_of(IdempotencyRecord)
+_COMPLETE = (
+    update(_RECORDS)
+    .where(_RECORDS.c.scope == bindparam("b_scope"), _RECORDS.c.key == bindparam("b_key"))
+    .values(
+        state="completed",
+        response_status=bindparam("b_status"),
+        response_body=bindparam("b_body"),
+        response_content_type=bindparam("b_content_type"),
+    )
+)
 
 
 def _row_id(request: IdempotentRequest) -> str:
@@ -314,6 +335,23 @@ def run_idempotent(
         store.complete(session, request, response)
         return response, False
 
+    return run_claiming(db, store, request, attempt, now=now, render_refusal=render_refusal)
+
+
+def run_claiming(
+    db: Database,
+    store: IdempotencyStore,
+    request: IdempotentRequest,
+    attempt: Callable[[Session], tuple[StoredResponse, bool]],
+    *,
+    now: datetime,
+    render_refusal: Callable[[DomainError], StoredResponse],
+) -> tuple[StoredResponse, bool]:
+    """Run ``attempt``, which claims the key itself; store a refusal as run_idempotent does.
+
+    ``attempt`` returns its response and whether it was a replay: for work whose key is
+    claimed by the database's own code (``custodia.accounts.fastpath``).
+    """
     try:
         return db.run(attempt)
     except DomainError as exc:

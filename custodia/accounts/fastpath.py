@@ -1,0 +1,303 @@
+"""Transfers on PostgreSQL in one call of ``custodia_transfer`` (migration 0008).
+
+The general path (:func:`custodia.accounts.movements.transfer`) sends ten statements per
+transfer through the ORM; a transfer authorised by device signatures alone — the common
+case for an app, and the one the benchmark drives — does its checks and writes in one
+server-side function instead, in the same transaction and order, with the same refusals:
+
+1. here: the amount and the two accounts (as the general path), the device signature over
+   the API.md signing string, verified with the key's public half (cached per process: a
+   key's public half never changes; whether it is still live and the payer's is decided by
+   the function, in the transaction);
+2. the function: idempotency claim or replay, the payer's account and customer (visible to
+   the caller), the payee's account, statuses (K2, K7, A3), a corporate transfer's purpose
+   (B2), the payment lock and the key (K3), the limits (R5, R6, K4), the conditional debit
+   and the journal (B1), the audit events and the outbox event;
+3. here again: the transaction record with both names sealed for it (B2, K5), and the stored
+   response — both sent with the COMMIT, so the whole transfer costs two round trips.
+
+Anything else — other factors (a password or a one-time code need the credentials row
+first), a rolling limit year, SQLite — takes the general path. The test suite runs every
+transfer scenario through whichever path applies, and ``tests/accounts/test_fastpath.py``
+compares the two paths' outcomes directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from threading import Lock
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from custodia import kyc
+from custodia.accounts import limits
+from custodia.accounts.errors import (
+    AccountFrozen,
+    AccountNotActive,
+    CustomerNotEligible,
+    InvalidPaymentRequest,
+    LimitExceeded,
+)
+from custodia.accounts.movements import (
+    TRANSACTION_POSTED,
+    Authorisation,
+    Collaborators,
+    Party,
+    TransactionView,
+    Transfer,
+    _authentication,
+    _check_amount,
+    _write_record,
+    audit_details,
+    posted_event,
+    signing_string,
+)
+from custodia.core import audit
+from custodia.core.actors import ActorKind, Context
+from custodia.core.db import Backend, FetchOne, Sql
+from custodia.core.errors import (
+    DomainError,
+    FieldProblem,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    NotFound,
+)
+from custodia.core.idempotency import IdempotencyStore, IdempotentRequest, StoredResponse
+from custodia.core.ids import IdPrefix
+from custodia.kyc.customers import decrypt_field
+from custodia.ledger.errors import InsufficientFunds, LedgerAccountNotFound
+
+_CALL = "SELECT * FROM custodia_transfer(%s::jsonb)"
+_KEY = Sql("SELECT customer_id, public_key FROM customer_signing_keys WHERE id = :id")
+_LOCK_NOT_AVAILABLE = "55P03"
+_PURPOSE = "a corporate transfer over 50,000 CNY states its purpose"
+
+
+class DeviceKeys:
+    """The public halves of customers' device keys, by key id, cached per process.
+
+    Only the public half and its owner are kept (both never change); revocation is checked
+    by the transfer function on every use. Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, fetch_one: FetchOne, *, size: int = 200_000) -> None:
+        self._fetch_one = fetch_one
+        self._size = size
+        self._keys: OrderedDict[str, tuple[str, Ed25519PublicKey]] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, key_id: str) -> tuple[str, Ed25519PublicKey] | None:
+        """Return the key's customer and public half (None for an unknown key)."""
+        found = self._keys.get(key_id)
+        if found is not None:
+            return found
+        row = self._fetch_one(_KEY, {"id": key_id})
+        if row is None:
+            return None
+        try:
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(row[1]))
+        except (binascii.Error, ValueError):
+            return None
+        found = (str(row[0]), public)
+        with self._lock:
+            self._keys[key_id] = found
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+        return found
+
+    def verify(self, key_id: str | None, signature: str | None, message: bytes) -> bool:
+        """Return whether ``signature`` (base64) is the key's signature over ``message``."""
+        key = self.get(key_id) if key_id else None
+        if key is None or not signature:
+            return False
+        try:
+            key[1].verify(base64.b64decode(signature, validate=True), message)
+        except (binascii.Error, ValueError, InvalidSignature):
+            return False
+        return True
+
+
+def eligible(backend: Backend, auth: Authorisation, policy: limits.LimitPolicy) -> bool:
+    """Return whether a transfer can take the one-call path (see the module docstring)."""
+    return (
+        backend == "postgresql"
+        and bool(auth.factors)
+        and all(f.type == "signature" for f in auth.factors)
+        and policy.year_window == "calendar_year"
+    )
+
+
+def transfer(
+    session: Session,
+    cmd: Transfer,
+    auth: Authorisation,
+    request: IdempotentRequest,
+    *,
+    ctx: Context,
+    c: Collaborators,
+    keys: DeviceKeys,
+    store: IdempotencyStore,
+) -> TransactionView | StoredResponse:
+    """Claim the key and move the value; return the new transfer, or the response to replay.
+
+    Raises the general path's refusals; the caller's unit of work rolls back on any of them.
+    """
+    _check_amount(cmd.amount)
+    if cmd.from_account_id == cmd.to_account_id:
+        raise InvalidPaymentRequest([FieldProblem("to_account_id", "a different account")])
+    factor = auth.factors[0]  # each kind counts once: the first signature is the one checked
+    message = signing_string(
+        "transfer",
+        idempotency_key=auth.idempotency_key,
+        payer=cmd.from_account_id,
+        payee=cmd.to_account_id,
+        amount=cmd.amount,
+        currency="CNY",
+    )
+    verified = kyc.VerifiedFactors(("signature",), f"signature:{factor.key_id}")
+    transaction_id = c.ids.new(IdPrefix.TRANSACTION)
+    purpose = (cmd.purpose or "").strip() or None
+    view = TransactionView(
+        id=transaction_id, type="transfer", status="succeeded", amount=cmd.amount,
+        currency="CNY", debit_account=cmd.from_account_id, credit_account=cmd.to_account_id,
+        payer=Party(None, None, cmd.from_account_id), payee=Party(None, None, cmd.to_account_id),
+        merchant_id=None, merchant_name=None, merchant_code=None, mcc=None, bank_card_id=None,
+        bank_card_masked=None, bank_name=None, channel=auth.channel,
+        terminal_type=auth.terminal_type,
+        authentication=_authentication(verified),
+        purpose=purpose, order_id=None, description=None, original_transaction_id=None,
+        trace_id=ctx.request_id, bank_reference=None, created_at=ctx.now, completed_at=ctx.now,
+    )  # fmt: skip
+    policy = c.limits
+    local = ctx.now.astimezone(policy.tz)
+    tier = limits.daily_tier(["signature"])
+    payload = {
+        "now": ctx.now.isoformat(),
+        "scope": request.scope,
+        "key": request.key,
+        "fingerprint": request.fingerprint,
+        "expires_at": (ctx.now + store.ttl).isoformat(),
+        "lock_wait": f"{int(store.lock_wait_ms)}ms",
+        "from_account_id": cmd.from_account_id,
+        "to_account_id": cmd.to_account_id,
+        "amount": cmd.amount,
+        "purpose": purpose,
+        "purpose_threshold": c.purpose_threshold,
+        "visible_to": ctx.actor.id if ctx.actor.kind is ActorKind.CLIENT else None,
+        "key_id": factor.key_id,
+        "signature_verified": keys.verify(factor.key_id, factor.signature, message),
+        "class_i_lifetime": policy.class_i_lifetime,
+        "class_ii_yearly": policy.class_ii_yearly,
+        "class_iii_yearly": policy.class_iii_yearly,
+        "year": f"{local.year:04d}",
+        "day": local.date().isoformat(),
+        "daily": {"one_kind": policy.daily_one_kind, "two_kinds": policy.daily_two_kinds}[tier],
+        "transaction_id": transaction_id,
+        "actor_kind": ctx.actor.kind.value,
+        "actor_id": ctx.actor.id,
+        "request_id": ctx.request_id,
+        "audit_action": audit.AuditAction.TRANSFER.value,
+        "audit_details": audit.canonical_details(audit_details(view)),
+        "event_id": c.ids.new(IdPrefix.EVENT),
+        "event_type": TRANSACTION_POSTED,
+        "event_payload": posted_event(view),
+    }
+    row = _call(session, payload, now=ctx.now)
+    replay_status, replay_body, replay_type, payer_id, payee_id, payer_blob, payee_blob = row
+    if replay_status is not None:
+        return store.stored(request, replay_status, replay_body, replay_type)
+
+    def name(customer_id: str, blob: bytes) -> str:
+        return decrypt_field(c.vault, "customers", customer_id, blob, "name_enc") or ""
+
+    return _write_record(
+        session,
+        transaction_id=transaction_id,
+        type_="transfer",
+        status="succeeded",
+        amount=cmd.amount,
+        payer=Party(payer_id, name(payer_id, payer_blob), cmd.from_account_id),
+        payee=Party(payee_id, name(payee_id, payee_blob), cmd.to_account_id),
+        ctx=ctx,
+        auth=auth,
+        verified=verified,
+        c=c,
+        purpose=purpose,
+    )
+
+
+def _call(session: Session, payload: Mapping[str, Any], *, now: datetime) -> tuple[Any, ...]:
+    """Run the function on the session's connection; raise its refusal as a DomainError.
+
+    The transaction's BEGIN and the call go in one round trip (pipeline mode). Errors the
+    retry loop handles (serialization failure, deadlock) propagate as DBAPIError.
+    """
+    import psycopg  # noqa: PLC0415 - PostgreSQL only
+
+    connection = session.connection()
+    raw: Any = connection.connection.driver_connection
+    try:
+        with raw.pipeline():
+            row = raw.execute(_CALL, (json.dumps(payload),), prepare=True).fetchone()
+    except psycopg.Error as exc:
+        sqlstate = getattr(exc, "sqlstate", None)
+        if (
+            sqlstate == "P0001"
+            and exc.diag.message_primary
+            and (exc.diag.message_primary.startswith("custodia:"))
+        ):
+            code = exc.diag.message_primary.removeprefix("custodia:")
+            raise refusal(code, json.loads(exc.diag.message_detail or "{}"), now=now) from None
+        if sqlstate == _LOCK_NOT_AVAILABLE:
+            raise IdempotencyKeyInFlight from None
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, hide_parameters=True, dialect=connection.dialect
+        ) from exc
+    assert row is not None  # noqa: S101 - the function returns one row
+    return tuple(row)
+
+
+#: The function's refusal codes → the general path's errors, from the refusal's data.
+_REFUSALS: dict[str, Callable[[dict[str, Any], datetime], DomainError]] = {
+    "not_found": lambda d, _: NotFound(d["resource"], d["id"]),
+    "account_frozen": lambda d, _: AccountFrozen(d["account_id"]),
+    "account_not_active": lambda d, _: AccountNotActive(d["account_id"], d["status"]),
+    "customer_not_eligible": lambda d, _: CustomerNotEligible(
+        d["customer_id"], d["reason"], regulation=d.get("regulation")
+    ),
+    "purpose_required": lambda _d, _: InvalidPaymentRequest([FieldProblem("purpose", _PURPOSE)]),
+    "authentication_locked": lambda d, now: kyc.AuthenticationLocked(
+        datetime.fromisoformat(d["locked_until"]), now
+    ),
+    "authentication_failed": lambda d, _: kyc.AuthenticationFailed(
+        d["factor"], customer_id=d["customer_id"]
+    ),
+    "limit_exceeded": lambda d, _: LimitExceeded(
+        rule=d["rule"],
+        regulation=d["regulation"],
+        period=d["period"],
+        limit=d["limit"],
+        used=d["used"],
+        requested=d["requested"],
+    ),
+    "insufficient_funds": lambda d, _: InsufficientFunds(
+        d["account_id"], d["available"], d["requested"], d["currency"]
+    ),
+    "ledger_account_not_found": lambda d, _: LedgerAccountNotFound(d["account_id"], d["currency"]),
+    "idempotency_key_reused": lambda _d, _: IdempotencyKeyReused(),
+    "idempotency_key_in_flight": lambda _d, _: IdempotencyKeyInFlight(),
+}
+
+
+def refusal(code: str, detail: dict[str, Any], *, now: datetime) -> DomainError:
+    """Return the DomainError the transfer function's refusal ``code`` stands for."""
+    return _REFUSALS[code](detail, now)

@@ -1,0 +1,200 @@
+"""The one-call transfer path on PostgreSQL answers exactly as the general path does.
+
+Every transfer test of the suite already runs through whichever path applies (on
+PostgreSQL a signature-only transfer takes the one-call path); this module plays one
+script of successes and refusals through *both* paths and compares what the caller gets
+and what the database holds afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from custodia.accounts import fastpath
+from custodia.api.runtime import Runtime
+from custodia.core.clock import ManualClock
+from tests.accounts.conftest import Client, onboard
+
+pytestmark = pytest.mark.postgres_only
+
+#: Fields of a problem that name no id (ids differ between the two runs).
+_PROBLEM_FIELDS = ("code", "available", "requested", "rule", "limit", "used", "period", "status")
+_TXN_FIELDS = ("type", "status", "amount", "currency", "channel", "terminal_type", "purpose")
+
+
+def _shape(response: Any) -> tuple[Any, ...]:
+    body = response.json()
+    if response.status_code >= 400:
+        return (response.status_code, *(body.get(f) for f in _PROBLEM_FIELDS))
+    return (
+        response.status_code,
+        response.headers.get("idempotent-replayed"),
+        *(body[f] for f in _TXN_FIELDS),
+        body["payer"]["name"],
+        body["payee"]["name"],
+        body["authentication"]["factors"],
+        body["authentication"]["kinds"],
+    )
+
+
+def _sql(runtime: Runtime, statement: str, **params: Any) -> list[Any]:
+    def run(session: Any) -> list[Any]:
+        result = session.execute(text(statement), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+    return runtime.db.run(run)
+
+
+def _script(
+    client: Client,
+    runtime: Runtime,
+    clock: ManualClock,
+    app: dict[str, str],
+    officer: dict[str, str],
+    other_app: dict[str, str],
+) -> list[Any]:
+    seen: list[Any] = []
+    payer = onboard(client, app, clock, funds=50_000)
+    payee = onboard(client, app, clock, name="李娜")
+    # A transfer, its replay, and the key reused for another amount.
+    key = payer.key()
+    first = payer.transfer(payee.account, 2_500, key=key, channel="app", terminal_type="ios")
+    replay = payer.transfer(payee.account, 2_500, key=key, channel="app", terminal_type="ios")
+    assert replay.json() == first.json()
+    seen += [_shape(first), _shape(replay), _shape(payer.transfer(payee.account, 1, key=key))]
+    # An overdraft; Class I's lifetime limit, then the daily limit of one factor kind.
+    seen.append(_shape(payer.transfer(payee.account, 47_501)))
+    big = onboard(client, app, clock, account_class="I", funds=150_000)
+    seen.append(_shape(big.transfer(payee.account, 100_001)))
+    seen.append(_shape(big.transfer(payee.account, 60_000)))
+    seen.append(_shape(big.transfer(payee.account, 40_001)))
+    # Bad signatures: forged, by the payee's key, by a revoked key; each one counted.
+    forged = payer.signature("transfer", "other", payee.account, 10)
+    seen.append(_shape(payer.transfer(payee.account, 10, factors=[forged])))
+    key = payer.key()
+    by_payee = payee.signature("transfer", key, payee.account, 10, payer=payer.account)
+    seen.append(_shape(payer.transfer(payee.account, 10, key=key, factors=[by_payee])))
+    seen.append(
+        _sql(runtime, "SELECT failed_attempts FROM customer_credentials WHERE customer_id = :c",
+             c=payer.id)
+    )  # fmt: skip
+    # Who may pay and be paid: unknown payee, another app's customer, frozen, closed.
+    seen.append(_shape(payer.transfer("acc_unknown", 10)))
+    stranger = onboard(client, other_app, clock, funds=1_000)
+    seen.append(_shape(payer.transfer(stranger.account, 10)))  # paying them is fine
+    seen.append(_shape(stranger.transfer(payee.account, 10)))
+    stranger.app = app  # their account, through an app that did not register them
+    seen.append(_shape(stranger.transfer(payee.account, 10)))
+    empty = onboard(client, app, clock)
+    closed = client.post(f"/v1/accounts/{empty.account}/close", headers=app)
+    assert closed.status_code == 200, closed.text
+    seen.append(_shape(payer.transfer(empty.account, 10)))
+    frozen = client.post(
+        f"/v1/accounts/{payer.account}/freeze", json={"reason": "case"}, headers=officer
+    )
+    assert frozen.status_code == 200, frozen.text
+    seen.append(_shape(payer.transfer(payee.account, 10)))
+    # A restricted customer; a corporate transfer over 50,000 CNY without its purpose.
+    _sql(runtime, "UPDATE customers SET status = 'restricted' WHERE id = :c", c=payee.id)
+    seen.append(_shape(payee.transfer(payer.account, 10)))
+    company = onboard(client, app, clock, account_class="corporate", corporate=True,
+                      funds=5_000_100)  # fmt: skip
+    seen.append(_shape(company.transfer(big.account, 5_000_001)))
+    seen.append(_shape(company.transfer(big.account, 5_000_001, purpose="货款")))
+    # Locked after repeated failures, even with the right signature.
+    for _ in range(5):
+        big.transfer(payee.account, 10, factors=[forged])
+    seen.append(_shape(big.transfer(payee.account, 10)))
+    revoked = onboard(client, app, clock, funds=1_000)
+    _sql(runtime, "UPDATE customer_signing_keys SET revoked_at = now() WHERE id = :k",
+         k=revoked.key_id)  # fmt: skip
+    seen.append(_shape(revoked.transfer(payee.account, 10)))
+    # What the books hold: balances, limits used, audit and outbox events, the records.
+    accounts = [payer.account, payee.account, big.account, company.account, stranger.account]
+    seen.append(
+        _sql(
+            runtime,
+            "SELECT array_position(CAST(:a AS text[]), id), balance, held FROM ledger_accounts "
+            "WHERE id = ANY(CAST(:a AS text[])) ORDER BY 1",
+            a=accounts,
+        )
+    )
+    seen.append(
+        _sql(
+            runtime,
+            "SELECT rule, used FROM limit_usage u JOIN payment_accounts a "
+            "ON a.customer_id = u.customer_id WHERE a.id = ANY(CAST(:a AS text[])) "
+            "ORDER BY a.id = :p DESC, rule, used",
+            a=accounts,
+            p=payer.account,
+        )
+    )
+    mine = "SELECT id FROM payment_transactions WHERE debit_account = ANY(CAST(:a AS text[]))"
+    seen.append(
+        _sql(
+            runtime,
+            "SELECT count(*), count(DISTINCT target) FROM audit_inbox "
+            f"WHERE action = 'accounts:transaction:transfer' AND target IN ({mine})",
+            a=accounts,
+        )
+    )
+    seen.append(
+        _sql(
+            runtime,
+            "SELECT payload - 'transaction_id' FROM outbox_events "
+            "WHERE event_type = 'accounts.transaction_posted' "
+            f"AND payload->>'transaction_id' IN ({mine}) ORDER BY 1",
+            a=accounts,
+        )
+    )
+    seen.append(
+        _sql(
+            runtime,
+            "SELECT t.type, t.amount, t.channel, t.terminal_type, t.authentication->'factors', "
+            "t.purpose, t.payer_name_enc IS NOT NULL, t.payee_name_enc IS NOT NULL, "
+            "e.amount, e.debit_account = t.debit_account "
+            "FROM payment_transactions t JOIN ledger_entries e ON e.transaction_id = t.id "
+            "WHERE t.type = 'transfer' AND t.debit_account = ANY(CAST(:a AS text[])) "
+            "ORDER BY t.amount",
+            a=accounts,
+        )
+    )
+    return seen
+
+
+@pytest.fixture
+def other_app(runtime: Runtime) -> dict[str, str]:
+    """A second onboarding app."""
+    from custodia.core.actors import Role  # noqa: PLC0415
+    from tests.factories import bearer, make_client  # noqa: PLC0415
+
+    return bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+
+
+def test_both_transfer_paths_answer_and_write_the_same(
+    client: Client,
+    runtime: Runtime,
+    clock: ManualClock,
+    app: dict[str, str],
+    officer: dict[str, str],
+    other_app: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    real = fastpath.transfer
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("fast")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastpath, "transfer", counted)
+    fast = _script(client, runtime, clock, app, officer, other_app)
+    taken = len(calls)
+    assert taken >= 15  # every signature-only transfer of the script
+    monkeypatch.setattr(fastpath, "eligible", lambda *_: False)
+    general = _script(client, runtime, clock, app, officer, other_app)
+    assert len(calls) == taken  # the second run never took the one-call path
+    assert fast == general
