@@ -49,13 +49,9 @@ def _sql(runtime: Runtime, statement: str, **params: Any) -> list[Any]:
 
 
 def _script(
-    client: Client,
-    runtime: Runtime,
-    clock: ManualClock,
-    app: dict[str, str],
-    officer: dict[str, str],
-    other_app: dict[str, str],
+    client: Client, runtime: Runtime, clock: ManualClock, apps: dict[str, dict[str, str]]
 ) -> list[Any]:
+    app, officer, other_app = apps["app"], apps["officer"], apps["other_app"]
     seen: list[Any] = []
     payer = onboard(client, app, clock, funds=50_000)
     payee = onboard(client, app, clock, name="李娜")
@@ -174,13 +170,19 @@ def other_app(runtime: Runtime) -> dict[str, str]:
     return bearer(make_client(runtime, Role.ONBOARDING_APP).key)
 
 
+@pytest.fixture
+def apps(
+    app: dict[str, str], officer: dict[str, str], other_app: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """The credentials the script acts with."""
+    return {"app": app, "officer": officer, "other_app": other_app}
+
+
 def test_both_transfer_paths_answer_and_write_the_same(
     client: Client,
     runtime: Runtime,
     clock: ManualClock,
-    app: dict[str, str],
-    officer: dict[str, str],
-    other_app: dict[str, str],
+    apps: dict[str, dict[str, str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
@@ -191,10 +193,10 @@ def test_both_transfer_paths_answer_and_write_the_same(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fastpath, "transfer", counted)
-    fast = _script(client, runtime, clock, app, officer, other_app)
+    fast = _script(client, runtime, clock, apps)
     taken = len(calls)
     assert taken >= 15  # every signature-only transfer of the script
     monkeypatch.setattr(fastpath, "eligible", lambda *_: False)
-    general = _script(client, runtime, clock, app, officer, other_app)
+    general = _script(client, runtime, clock, apps)
     assert len(calls) == taken  # the second run never took the one-call path
     assert fast == general
