@@ -172,3 +172,48 @@ def refusals(log: Path) -> str:
             cause = next((line for line in reversed(lines) if "Error" in line), "")
             counts[f"logged {event.get('event')} ({cause.strip()[:200]})"] += 1
     return ", ".join(f"{k} × {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def worker_pids(pid: int) -> list[int]:
+    """Return the server's worker processes (its spawned children, not the resource tracker)."""
+    return [
+        int(child)
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+@contextmanager
+def sampled(pid: int, seconds: int, out: Path) -> Iterator[None]:
+    """Sample ``pid``'s Python stacks with py-spy while the block runs (``--profile``)."""
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "250", "--duration", str(seconds),
+         "--nonblocking", "--pid", str(pid), "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.wait(timeout=seconds + 60)
+
+
+def profile_summary(raw: Path, *, top: int = 30) -> list[str]:
+    """Return the share of samples per function, inclusive and as the leaf, from py-spy raw."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \(([^)]*/)?([^/)]+)\)$", r" (\2)", f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += n
+        leaf[frames[-1]] += n
+    lines = [f"{total} samples", "", "| inclusive % | function |", "|---|---|"]
+    lines += [f"| {n / total:.1%} | `{f}` |" for f, n in inclusive.most_common(top)]
+    lines += ["", "| own % | function |", "|---|---|"]
+    lines += [f"| {n / total:.1%} | `{f}` |" for f, n in leaf.most_common(top)]
+    return lines

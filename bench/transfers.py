@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import multiprocessing
 import random
@@ -35,7 +36,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, pgbench, refusals, rss_mib, scratch_database, serving, wrk
+from bench.common import (
+    RESULTS,
+    pgbench,
+    profile_summary,
+    refusals,
+    rss_mib,
+    sampled,
+    scratch_database,
+    serving,
+    worker_pids,
+    wrk,
+)
 
 LUA = r"""
 local reqs = {}
@@ -232,6 +244,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--profile", action="store_true", help="sample one worker with py-spy at 32 connections"
+    )
     args = parser.parse_args()
     lines: list[str] = []
     with scratch_database("transfers") as (url, var, env):
@@ -286,10 +301,23 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 for conns in (1, 8, 32):
                     batch = var / f"r{rnd}c{conns}.tsv"
                     _requests(batch, accounts, 60_000, f"r{rnd}c{conns}", rnd * 100 + conns)
-                    cell = wrk(base, script, conns, args.duration, headers={}, env={
-                        "CUSTODIA_BENCH_REQUESTS": str(batch),
-                        "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
-                    })  # fmt: skip
+                    sampling = args.profile and rnd == 0 and conns == 32
+                    with (
+                        sampled(worker_pids(pid)[0], args.duration, var / "profile.raw")
+                        if sampling
+                        else contextlib.nullcontext()
+                    ):
+                        cell = wrk(base, script, conns, args.duration, headers={}, env={
+                            "CUSTODIA_BENCH_REQUESTS": str(batch),
+                            "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+                        })  # fmt: skip
+                    if sampling:
+                        RESULTS.mkdir(parents=True, exist_ok=True)
+                        (RESULTS / "transfers-profile.md").write_text(
+                            "# One worker at 32 connections (py-spy)\n\n"
+                            + "\n".join(profile_summary(var / "profile.raw"))
+                            + "\n"
+                        )
                     results.setdefault(("http", conns), []).append(cell)
                     raw = pgbench(
                         url,

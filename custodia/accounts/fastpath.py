@@ -28,15 +28,14 @@ import base64
 import binascii
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from threading import Lock
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from psycopg.types.json import Jsonb
 
 from custodia import kyc
 from custodia.accounts import limits
@@ -54,16 +53,15 @@ from custodia.accounts.movements import (
     Party,
     TransactionView,
     Transfer,
-    _authentication,
     _check_amount,
-    _write_record,
     audit_details,
     posted_event,
+    record_of,
     signing_string,
 )
 from custodia.core import audit
 from custodia.core.actors import ActorKind, Context
-from custodia.core.db import Backend, FetchOne, Sql
+from custodia.core.db import Backend, Database, FetchOne, Sql
 from custodia.core.errors import (
     DomainError,
     FieldProblem,
@@ -77,8 +75,24 @@ from custodia.kyc.customers import decrypt_field
 from custodia.ledger.errors import InsufficientFunds, LedgerAccountNotFound
 
 _CALL = "SELECT * FROM custodia_transfer(%s::jsonb)"
+_RECORD_COLUMNS = (
+    "id", "type", "status", "amount", "currency", "debit_account", "credit_account",
+    "payer_customer_id", "payee_customer_id", "payer_name_enc", "payee_name_enc",
+    "merchant_id", "merchant_name", "merchant_code", "mcc", "bank_card_id",
+    "bank_card_masked", "bank_name", "channel", "terminal_type", "authentication", "purpose",
+    "order_id", "description", "original_transaction_id", "trace_id", "bank_reference",
+    "created_at", "completed_at",
+)  # fmt: skip
+_INSERT_RECORD = (
+    f"INSERT INTO payment_transactions ({', '.join(_RECORD_COLUMNS)}) "  # noqa: S608 - constants
+    f"VALUES ({', '.join(f'%({c})s' for c in _RECORD_COLUMNS)})"
+)
+_COMPLETE = (
+    "UPDATE idempotency_keys SET state = 'completed', response_status = %(status)s, "
+    "response_body = %(body)s, response_content_type = %(content_type)s "
+    "WHERE scope = %(scope)s AND key = %(key)s"
+)
 _KEY = Sql("SELECT customer_id, public_key FROM customer_signing_keys WHERE id = :id")
-_LOCK_NOT_AVAILABLE = "55P03"
 _PURPOSE = "a corporate transfer over 50,000 CNY states its purpose"
 
 
@@ -137,7 +151,7 @@ def eligible(backend: Backend, auth: Authorisation, policy: limits.LimitPolicy) 
 
 
 def transfer(
-    session: Session,
+    db: Database,
     cmd: Transfer,
     auth: Authorisation,
     request: IdempotentRequest,
@@ -146,10 +160,12 @@ def transfer(
     c: Collaborators,
     keys: DeviceKeys,
     store: IdempotencyStore,
-) -> TransactionView | StoredResponse:
-    """Claim the key and move the value; return the new transfer, or the response to replay.
+    render: Callable[[TransactionView], bytes],
+) -> tuple[StoredResponse, bool]:
+    """Claim the key and move the value in one transaction; return (response, replayed).
 
-    Raises the general path's refusals; the caller's unit of work rolls back on any of them.
+    ``render`` gives the body of a new transfer's 201 response. Raises the general path's
+    refusals; the transaction rolls back on any of them.
     """
     _check_amount(cmd.amount)
     if cmd.from_account_id == cmd.to_account_id:
@@ -166,21 +182,71 @@ def transfer(
     verified = kyc.VerifiedFactors(("signature",), f"signature:{factor.key_id}")
     transaction_id = c.ids.new(IdPrefix.TRANSACTION)
     purpose = (cmd.purpose or "").strip() or None
-    view = TransactionView(
-        id=transaction_id, type="transfer", status="succeeded", amount=cmd.amount,
-        currency="CNY", debit_account=cmd.from_account_id, credit_account=cmd.to_account_id,
-        payer=Party(None, None, cmd.from_account_id), payee=Party(None, None, cmd.to_account_id),
-        merchant_id=None, merchant_name=None, merchant_code=None, mcc=None, bank_card_id=None,
-        bank_card_masked=None, bank_name=None, channel=auth.channel,
-        terminal_type=auth.terminal_type,
-        authentication=_authentication(verified),
-        purpose=purpose, order_id=None, description=None, original_transaction_id=None,
-        trace_id=ctx.request_id, bank_reference=None, created_at=ctx.now, completed_at=ctx.now,
-    )  # fmt: skip
+    fields: dict[str, Any] = {
+        "transaction_id": transaction_id, "type_": "transfer", "status": "succeeded",
+        "amount": cmd.amount, "ctx": ctx, "auth": auth, "verified": verified, "c": c,
+        "purpose": purpose,
+    }  # fmt: skip
+    # The events' contents name no customer: known before the call.
+    view, _ = record_of(
+        payer=Party(None, None, cmd.from_account_id),
+        payee=Party(None, None, cmd.to_account_id),
+        **fields,
+    )
+    payload = json.dumps(
+        _payload(cmd, request, view, ctx=ctx, c=c, store=store)
+        | {
+            "purpose": purpose,
+            "key_id": factor.key_id,
+            "signature_verified": keys.verify(factor.key_id, factor.signature, message),
+        }
+    )
+
+    def work(conn: Any) -> tuple[StoredResponse, bool]:
+        found = _call(conn, payload, now=ctx.now)
+        replay_status, replay_body, replay_type, payer_id, payee_id, payer_blob, payee_blob = found
+        if replay_status is not None:
+            return store.stored(request, replay_status, replay_body, replay_type), True
+
+        def name(customer_id: str, blob: bytes) -> str:
+            return decrypt_field(c.vault, "customers", customer_id, blob, "name_enc") or ""
+
+        done, row = record_of(
+            payer=Party(payer_id, name(payer_id, payer_blob), cmd.from_account_id),
+            payee=Party(payee_id, name(payee_id, payee_blob), cmd.to_account_id),
+            **fields,
+        )
+        response = StoredResponse(201, render(done), "application/json")
+        conn.execute(_INSERT_RECORD, row | {"authentication": Jsonb(row["authentication"])})
+        conn.execute(
+            _COMPLETE,
+            {
+                "status": response.status,
+                "body": store.sealed(request, response.body),
+                "content_type": response.content_type,
+                "scope": request.scope,
+                "key": request.key,
+            },
+        )
+        return response, False
+
+    return db.run_driver(work)
+
+
+def _payload(
+    cmd: Transfer,
+    request: IdempotentRequest,
+    view: TransactionView,
+    *,
+    ctx: Context,
+    c: Collaborators,
+    store: IdempotencyStore,
+) -> dict[str, Any]:
+    """Return what the transfer function is told besides the factor (see migration 0008)."""
     policy = c.limits
     local = ctx.now.astimezone(policy.tz)
     tier = limits.daily_tier(["signature"])
-    payload = {
+    return {
         "now": ctx.now.isoformat(),
         "scope": request.scope,
         "key": request.key,
@@ -190,18 +256,15 @@ def transfer(
         "from_account_id": cmd.from_account_id,
         "to_account_id": cmd.to_account_id,
         "amount": cmd.amount,
-        "purpose": purpose,
         "purpose_threshold": c.purpose_threshold,
         "visible_to": ctx.actor.id if ctx.actor.kind is ActorKind.CLIENT else None,
-        "key_id": factor.key_id,
-        "signature_verified": keys.verify(factor.key_id, factor.signature, message),
         "class_i_lifetime": policy.class_i_lifetime,
         "class_ii_yearly": policy.class_ii_yearly,
         "class_iii_yearly": policy.class_iii_yearly,
         "year": f"{local.year:04d}",
         "day": local.date().isoformat(),
         "daily": {"one_kind": policy.daily_one_kind, "two_kinds": policy.daily_two_kinds}[tier],
-        "transaction_id": transaction_id,
+        "transaction_id": view.id,
         "actor_kind": ctx.actor.kind.value,
         "actor_id": ctx.actor.id,
         "request_id": ctx.request_id,
@@ -211,57 +274,22 @@ def transfer(
         "event_type": TRANSACTION_POSTED,
         "event_payload": posted_event(view),
     }
-    row = _call(session, payload, now=ctx.now)
-    replay_status, replay_body, replay_type, payer_id, payee_id, payer_blob, payee_blob = row
-    if replay_status is not None:
-        return store.stored(request, replay_status, replay_body, replay_type)
-
-    def name(customer_id: str, blob: bytes) -> str:
-        return decrypt_field(c.vault, "customers", customer_id, blob, "name_enc") or ""
-
-    return _write_record(
-        session,
-        transaction_id=transaction_id,
-        type_="transfer",
-        status="succeeded",
-        amount=cmd.amount,
-        payer=Party(payer_id, name(payer_id, payer_blob), cmd.from_account_id),
-        payee=Party(payee_id, name(payee_id, payee_blob), cmd.to_account_id),
-        ctx=ctx,
-        auth=auth,
-        verified=verified,
-        c=c,
-        purpose=purpose,
-    )
 
 
-def _call(session: Session, payload: Mapping[str, Any], *, now: datetime) -> tuple[Any, ...]:
-    """Run the function on the session's connection; raise its refusal as a DomainError.
-
-    The transaction's BEGIN and the call go in one round trip (pipeline mode). Errors the
-    retry loop handles (serialization failure, deadlock) propagate as DBAPIError.
-    """
+def _call(conn: Any, payload: str, *, now: datetime) -> tuple[Any, ...]:
+    """Call the function; raise its refusal as a DomainError (driver errors propagate)."""
     import psycopg  # noqa: PLC0415 - PostgreSQL only
 
-    connection = session.connection()
-    raw: Any = connection.connection.driver_connection
     try:
-        with raw.pipeline():
-            row = raw.execute(_CALL, (json.dumps(payload),), prepare=True).fetchone()
-    except psycopg.Error as exc:
-        sqlstate = getattr(exc, "sqlstate", None)
-        if (
-            sqlstate == "P0001"
-            and exc.diag.message_primary
-            and (exc.diag.message_primary.startswith("custodia:"))
-        ):
-            code = exc.diag.message_primary.removeprefix("custodia:")
-            raise refusal(code, json.loads(exc.diag.message_detail or "{}"), now=now) from None
-        if sqlstate == _LOCK_NOT_AVAILABLE:
-            raise IdempotencyKeyInFlight from None
-        raise DBAPIError.instance(
-            None, None, exc, psycopg.Error, hide_parameters=True, dialect=connection.dialect
-        ) from exc
+        row = conn.execute(_CALL, (payload,), prepare=True).fetchone()
+    except psycopg.errors.RaiseException as exc:
+        message = exc.diag.message_primary or ""
+        if not message.startswith("custodia:"):
+            raise
+        detail = json.loads(exc.diag.message_detail or "{}")
+        raise refusal(message.removeprefix("custodia:"), detail, now=now) from None
+    except psycopg.errors.LockNotAvailable:
+        raise IdempotencyKeyInFlight from None
     assert row is not None  # noqa: S101 - the function returns one row
     return tuple(row)
 

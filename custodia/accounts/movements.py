@@ -301,8 +301,7 @@ def _debit(
     return transaction_id, verified
 
 
-def _write_record(
-    session: Session,
+def record_of(
     *,
     transaction_id: str,
     type_: str,
@@ -321,11 +320,11 @@ def _write_record(
     description: str | None = None,
     original: str | None = None,
     bank_reference: str | None = None,
-) -> TransactionView:
-    """Write the transaction record (sent with the commit) and return its view.
+) -> tuple[TransactionView, dict[str, Any]]:
+    """Return the view of a new transaction and its record's row (names sealed, K5).
 
-    The audit and outbox events are :func:`_record`'s (or the PostgreSQL transfer
-    function's, ``custodia.accounts.fastpath``).
+    :func:`_record` writes the row with its audit and outbox events; on PostgreSQL a
+    transfer's events are written by the transfer function (``custodia.accounts.fastpath``).
     """
 
     def sealed(name: str | None, column: str) -> bytes | None:
@@ -364,42 +363,38 @@ def _write_record(
         created_at=ctx.now,
         completed_at=ctx.now if status != "pending" else None,
     )
-    defer(
-        session,
-        _RECORD,
-        {
-            "id": view.id,
-            "type": view.type,
-            "status": view.status,
-            "amount": view.amount,
-            "currency": view.currency,
-            "debit_account": view.debit_account,
-            "credit_account": view.credit_account,
-            "payer_customer_id": payer.customer_id,
-            "payee_customer_id": payee.customer_id,
-            "payer_name_enc": sealed(payer.name if payer.customer_id else None, "payer_name_enc"),
-            "payee_name_enc": sealed(payee.name if payee.customer_id else None, "payee_name_enc"),
-            "merchant_id": view.merchant_id,
-            "merchant_name": view.merchant_name,
-            "merchant_code": view.merchant_code,
-            "mcc": view.mcc,
-            "bank_card_id": view.bank_card_id,
-            "bank_card_masked": view.bank_card_masked,
-            "bank_name": view.bank_name,
-            "channel": view.channel,
-            "terminal_type": view.terminal_type,
-            "authentication": view.authentication,
-            "purpose": purpose,
-            "order_id": order_id,
-            "description": description,
-            "original_transaction_id": original,
-            "trace_id": ctx.request_id,
-            "bank_reference": bank_reference,
-            "created_at": ctx.now,
-            "completed_at": view.completed_at,
-        },
-    )
-    return view
+    row = {
+        "id": view.id,
+        "type": view.type,
+        "status": view.status,
+        "amount": view.amount,
+        "currency": view.currency,
+        "debit_account": view.debit_account,
+        "credit_account": view.credit_account,
+        "payer_customer_id": payer.customer_id,
+        "payee_customer_id": payee.customer_id,
+        "payer_name_enc": sealed(payer.name if payer.customer_id else None, "payer_name_enc"),
+        "payee_name_enc": sealed(payee.name if payee.customer_id else None, "payee_name_enc"),
+        "merchant_id": view.merchant_id,
+        "merchant_name": view.merchant_name,
+        "merchant_code": view.merchant_code,
+        "mcc": view.mcc,
+        "bank_card_id": view.bank_card_id,
+        "bank_card_masked": view.bank_card_masked,
+        "bank_name": view.bank_name,
+        "channel": view.channel,
+        "terminal_type": view.terminal_type,
+        "authentication": view.authentication,
+        "purpose": purpose,
+        "order_id": order_id,
+        "description": description,
+        "original_transaction_id": original,
+        "trace_id": ctx.request_id,
+        "bank_reference": bank_reference,
+        "created_at": ctx.now,
+        "completed_at": view.completed_at,
+    }
+    return view, row
 
 
 def audit_details(view: TransactionView) -> dict[str, Any]:
@@ -425,8 +420,9 @@ def posted_event(view: TransactionView) -> dict[str, Any]:
 
 
 def _record(session: Session, *, ctx: Context, c: Collaborators, **fields: Any) -> TransactionView:
-    """Write the record (``fields``: :func:`_write_record`'s), its audit and outbox events."""
-    view = _write_record(session, ctx=ctx, c=c, **fields)
+    """Write the record (``fields``: :func:`record_of`'s), its audit and outbox events."""
+    view, row = record_of(ctx=ctx, c=c, **fields)
+    defer(session, _RECORD, row)
     type_, payer, payee, merchant = view.type, view.payer, view.payee, fields.get("merchant")
     action = {
         "top_up": audit.AuditAction.TOP_UP,

@@ -46,7 +46,7 @@ from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.errors import FieldProblem, NotFound
 from custodia.core.factors import Factor
-from custodia.core.idempotency import StoredResponse, check_key, run_claiming
+from custodia.core.idempotency import check_key, run_claiming
 from custodia.core.masking import mask_name
 from custodia.core.rules import article
 
@@ -492,22 +492,18 @@ def _transfer_in_one_call(
     idem = idempotent_request(request, data, scope=_scope(ctx.actor), required=True)
     assert idem is not None  # noqa: S101 - required=True raises instead
 
-    def attempt(session: Session) -> tuple[StoredResponse, bool]:
-        done = fastpath.transfer(
-            session, cmd, auth, idem, ctx=ctx, c=runtime.money,
-            keys=runtime.device_keys, store=runtime.idempotency,
-        )  # fmt: skip
-        if isinstance(done, StoredResponse):
-            return done, True
-        body = msgspec.json.encode(transaction_out(done, ctx.actor))
-        response = StoredResponse(201, body, "application/json")
-        runtime.idempotency.complete(session, idem, response)
-        return response, False
-
     with failures_counted(runtime, ctx):
         stored, replayed = run_claiming(
-            runtime.db, runtime.idempotency, idem, attempt,
-            now=ctx.now, render_refusal=render_refusal,
+            runtime.db,
+            runtime.idempotency,
+            idem,
+            lambda: fastpath.transfer(
+                runtime.db, cmd, auth, idem, ctx=ctx, c=runtime.money, keys=runtime.device_keys,
+                store=runtime.idempotency,
+                render=lambda view: msgspec.json.encode(transaction_out(view, ctx.actor)),
+            ),
+            now=ctx.now,
+            render_refusal=render_refusal,
         )  # fmt: skip
     return Response(
         stored.body,

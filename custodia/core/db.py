@@ -412,6 +412,56 @@ class Database:
         _execute_deferred(session, deferred)
         uow.commit()
 
+    def run_driver(self, work: Callable[[Any], T]) -> T:
+        """Run ``work`` on a psycopg connection in one transaction, in pipeline mode.
+
+        For the hot path that needs no ORM (``custodia.accounts.fastpath``): the BEGIN goes
+        with the first statement and the COMMIT with the last writes, and nothing passes
+        through SQLAlchemy. Re-run on a lost race like :meth:`run`; PostgreSQL only. In
+        test mode the transaction is a savepoint inside the test's transaction.
+        """
+        if self.backend != "postgresql":
+            raise ConfigError("run_driver needs PostgreSQL")
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        attempt = 1
+        while True:
+            fairy = None if self._bind is not None else self.engine.raw_connection()
+            try:
+                driver: Any = self._test_driver() if fairy is None else fairy.driver_connection
+                try:
+                    with driver.pipeline(), driver.transaction():
+                        return work(driver)
+                except dbapi_error as exc:
+                    if fairy is not None and self.engine.dialect.is_disconnect(exc, driver, None):
+                        fairy.invalidate(exc)
+                    raise DBAPIError.instance(
+                        None,
+                        None,
+                        exc,
+                        dbapi_error,
+                        hide_parameters=True,
+                        dialect=self.engine.dialect,
+                    ) from exc
+            except DBAPIError as exc:
+                reason = retry_reason(exc)
+                if reason is None:
+                    raise
+                if attempt >= self.retry.attempts:
+                    self.observer.db_retries_exhausted(reason)
+                    raise
+                self.observer.db_retry(reason)
+                self._sleep(self.retry.delay(attempt, self._rng))
+                attempt += 1
+            finally:
+                if fairy is not None:
+                    fairy.close()
+
+    def _test_driver(self) -> Any:
+        """Return the test transaction's driver connection, its transaction begun."""
+        assert self._bind is not None  # noqa: S101 - test mode only
+        self._bind.exec_driver_sql("SELECT 1")  # psycopg begins lazily: make the BEGIN happen
+        return self._bind.connection.driver_connection
+
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run one read outside any transaction: a single round trip on PostgreSQL.
 

@@ -110,7 +110,8 @@ class IdempotencyStore:
         self.lock_wait_ms = lock_wait_ms
         self._vault = vault
 
-    def _sealed(self, request: IdempotentRequest, body: bytes) -> bytes:
+    def sealed(self, request: IdempotentRequest, body: bytes) -> bytes:
+        """Return a response body as it is stored (encrypted, bound to scope and key)."""
         if self._vault is None:
             return body
         return self._vault.encrypt(
@@ -170,7 +171,7 @@ class IdempotencyStore:
                 "b_scope": request.scope,
                 "b_key": request.key,
                 "b_status": response.status,
-                "b_body": self._sealed(request, response.body),
+                "b_body": self.sealed(request, response.body),
                 "b_content_type": response.content_type,
             },
         )
@@ -228,7 +229,7 @@ class IdempotencyStore:
             "fingerprint": request.fingerprint,
             "state": state,
             "response_status": response.status if response else None,
-            "response_body": self._sealed(request, response.body) if response else None,
+            "response_body": self.sealed(request, response.body) if response else None,
             "response_content_type": response.content_type if response else None,
             "created_at": now,
             "expires_at": now + self.ttl,
@@ -335,25 +336,27 @@ def run_idempotent(
         store.complete(session, request, response)
         return response, False
 
-    return run_claiming(db, store, request, attempt, now=now, render_refusal=render_refusal)
+    return run_claiming(
+        db, store, request, lambda: db.run(attempt), now=now, render_refusal=render_refusal
+    )
 
 
 def run_claiming(
     db: Database,
     store: IdempotencyStore,
     request: IdempotentRequest,
-    attempt: Callable[[Session], tuple[StoredResponse, bool]],
+    claim_and_work: Callable[[], tuple[StoredResponse, bool]],
     *,
     now: datetime,
     render_refusal: Callable[[DomainError], StoredResponse],
 ) -> tuple[StoredResponse, bool]:
-    """Run ``attempt``, which claims the key itself; store a refusal as run_idempotent does.
+    """Run ``claim_and_work`` (it claims the key itself); store a refusal as run_idempotent.
 
-    ``attempt`` returns its response and whether it was a replay: for work whose key is
-    claimed by the database's own code (``custodia.accounts.fastpath``).
+    ``claim_and_work`` returns the response and whether it is a replay. For work whose key
+    is claimed by the database's own code (``custodia.accounts.fastpath``).
     """
     try:
-        return db.run(attempt)
+        return claim_and_work()
     except DomainError as exc:
         if exc.transient:
             raise

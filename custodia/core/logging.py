@@ -17,6 +17,7 @@ written while a request is served.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -79,7 +80,9 @@ def redact_text(text: str) -> str:
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=4096)
 def _key_class(key: object) -> str | None:
+    """Return ``pii``, ``secret`` or None for a field name (cached: names repeat)."""
     if not isinstance(key, str):
         return None
     words = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_")
