@@ -13,8 +13,8 @@ server-side function instead, in the same transaction and order, with the same r
    the caller), the payee's account, statuses (K2, K7, A3), a corporate transfer's purpose
    (B2), the payment lock and the key (K3), the limits (R5, R6, K4), the conditional debit
    and the journal (B1), the audit events and the outbox event;
-3. here again: the transaction record with both names sealed for it (B2, K5), and the stored
-   response — both sent with the COMMIT, so the whole transfer costs two round trips.
+3. here again: the transaction record with both names sealed for it (B2, K5) and the stored
+   response, in one statement; then the COMMIT.
 
 Anything else — other factors (a password or a one-time code need the credentials row
 first), a rolling limit year, SQLite — takes the general path. The test suite runs every
@@ -83,14 +83,13 @@ _RECORD_COLUMNS = (
     "order_id", "description", "original_transaction_id", "trace_id", "bank_reference",
     "created_at", "completed_at",
 )  # fmt: skip
-_INSERT_RECORD = (
-    f"INSERT INTO payment_transactions ({', '.join(_RECORD_COLUMNS)}) "  # noqa: S608 - constants
-    f"VALUES ({', '.join(f'%({c})s' for c in _RECORD_COLUMNS)})"
-)
-_COMPLETE = (
-    "UPDATE idempotency_keys SET state = 'completed', response_status = %(status)s, "
-    "response_body = %(body)s, response_content_type = %(content_type)s "
-    "WHERE scope = %(scope)s AND key = %(key)s"
+#: The record and the stored response, in one statement.
+_FINISH = (
+    f"WITH record AS (INSERT INTO payment_transactions ({', '.join(_RECORD_COLUMNS)}) "  # noqa: S608 - constants
+    f"VALUES ({', '.join(f'%({c})s' for c in _RECORD_COLUMNS)})) "
+    "UPDATE idempotency_keys SET state = 'completed', response_status = %(r_status)s, "
+    "response_body = %(r_body)s, response_content_type = %(r_content_type)s "
+    "WHERE scope = %(r_scope)s AND key = %(r_key)s"
 )
 _KEY = Sql("SELECT customer_id, public_key FROM customer_signing_keys WHERE id = :id")
 _PURPOSE = "a corporate transfer over 50,000 CNY states its purpose"
@@ -217,16 +216,18 @@ def transfer(
             **fields,
         )
         response = StoredResponse(201, render(done), "application/json")
-        conn.execute(_INSERT_RECORD, row | {"authentication": Jsonb(row["authentication"])})
         conn.execute(
-            _COMPLETE,
-            {
-                "status": response.status,
-                "body": store.sealed(request, response.body),
-                "content_type": response.content_type,
-                "scope": request.scope,
-                "key": request.key,
+            _FINISH,
+            row
+            | {
+                "authentication": Jsonb(row["authentication"]),
+                "r_status": response.status,
+                "r_body": store.sealed(request, response.body),
+                "r_content_type": response.content_type,
+                "r_scope": request.scope,
+                "r_key": request.key,
             },
+            prepare=True,
         )
         return response, False
 

@@ -413,12 +413,13 @@ class Database:
         uow.commit()
 
     def run_driver(self, work: Callable[[Any], T]) -> T:
-        """Run ``work`` on a psycopg connection in one transaction, in pipeline mode.
+        """Run ``work`` on a pooled psycopg connection in one transaction, without the ORM.
 
-        For the hot path that needs no ORM (``custodia.accounts.fastpath``): the BEGIN goes
-        with the first statement and the COMMIT with the last writes, and nothing passes
-        through SQLAlchemy. Re-run on a lost race like :meth:`run`; PostgreSQL only. In
-        test mode the transaction is a savepoint inside the test's transaction.
+        For the hot path (``custodia.accounts.fastpath``). Not in pipeline mode: psycopg's
+        pipeline costs more client CPU than the round trips it saves for a few statements
+        (measured: 1.97 → 1.45 ms of CPU per transfer, wall time 4.2 → 3.5 ms). Re-run on a
+        lost race like :meth:`run`; PostgreSQL only. In test mode the transaction is a
+        savepoint inside the test's transaction.
         """
         if self.backend != "postgresql":
             raise ConfigError("run_driver needs PostgreSQL")
@@ -429,7 +430,7 @@ class Database:
             try:
                 driver: Any = self._test_driver() if fairy is None else fairy.driver_connection
                 try:
-                    with driver.pipeline(), driver.transaction():
+                    with driver.transaction():
                         return work(driver)
                 except dbapi_error as exc:
                     if fairy is not None and self.engine.dialect.is_disconnect(exc, driver, None):
