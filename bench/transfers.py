@@ -17,8 +17,12 @@
 
     .venv/bin/python bench/transfers.py [--accounts 100000] [--duration 15] [--rounds 2]
 
+4. The same transfers paid with the payment password (the general path; the KDF bounds the
+   rate), and transfers on the embedded SQLite default served the same way.
+
 Goals (issue 6): ≥ 2,400 transfers/s at 32 connections, ≥ 0.5 of the anchor, p99 ≤ 25 ms,
-≤ 250 MB per worker. Writes ``bench/results/transfers.md``.
+≥ 1,000/s on SQLite, ≤ 250 MB per worker. ``--profile`` samples one worker with py-spy
+at 32 connections. Writes ``bench/results/transfers.md``.
 """
 
 from __future__ import annotations
@@ -206,8 +210,42 @@ def _load(args: tuple[dict[str, str], int, int]) -> list[tuple[int, str, str, st
     return loaded
 
 
+#: The payment password of the customers that pay with one (the password cell).
+PIN = "274951"
+
+
+def _set_pins(args: tuple[dict[str, str], list[str]]) -> int:
+    """Give ``customer_ids`` the payment password PIN, at the configured KDF cost."""
+    env, customer_ids = args
+    import os  # noqa: PLC0415
+
+    os.environ.update(env)
+    from custodia import kyc  # noqa: PLC0415
+    from custodia.api.runtime import Runtime  # noqa: PLC0415
+    from custodia.core.actors import Actor, ActorKind, Context, Role  # noqa: PLC0415
+    from custodia.core.settings import load_settings  # noqa: PLC0415
+
+    runtime = Runtime.build(load_settings())
+    actor = Actor(ActorKind.CLIENT, "cli_bench", Role.ONBOARDING_APP)
+    for customer_id in customer_ids:
+        ctx = Context(actor, datetime.now(UTC), "bench-pin")
+        runtime.db.run(
+            lambda s, c=customer_id, ctx=ctx: kyc.set_password(
+                s, c, PIN, current_password=None, ctx=ctx, hasher=runtime.hasher
+            )
+        )
+    runtime.close()
+    return len(customer_ids)
+
+
 def _requests(
-    path: Path, accounts: list[tuple[int, str, str, str]], count: int, tag: str, seed: int
+    path: Path,
+    accounts: list[tuple[int, str, str, str]],
+    count: int,
+    tag: str,
+    seed: int,
+    *,
+    password: bool = False,
 ) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
@@ -228,7 +266,9 @@ def _requests(
                 "amount": 1,
                 "authentication": {
                     "factors": [
-                        {
+                        {"type": "password", "value": PIN}
+                        if password
+                        else {
                             "type": "signature",
                             "key_id": key_id,
                             "signature": base64.b64encode(device.sign(message)).decode(),
@@ -237,6 +277,45 @@ def _requests(
                 },
             }
             out.write(f"{key}\t{json.dumps(body, separators=(',', ':'))}\n")
+
+
+#: Customers whose transfers are paid with the payment password (the KDF bounds the rate).
+PIN_CUSTOMERS = 16
+#: Accounts of the SQLite run.
+SQLITE_ACCOUNTS = 400
+
+
+def _sqlite_cells(
+    env: dict[str, str], var: Path, script: Path, duration: int
+) -> dict[int, dict[str, float]]:
+    """Serve an embedded SQLite database the same way and drive transfers at 1 and 8."""
+    import sqlite3  # noqa: PLC0415
+
+    from bench.common import CUSTODIA, run  # noqa: PLC0415
+
+    db = var / "sqlite" / "custodia.db"
+    db.parent.mkdir()
+    lite = {**env, "CUSTODIA_DATABASE_URL": f"sqlite:///{db}"}
+    run(CUSTODIA, "db", "upgrade", env=lite)
+    key = json.loads(
+        run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
+            "--json", env=lite)
+    )  # fmt: skip
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        accounts = pool.map(_load, [(lite, 0, SQLITE_ACCOUNTS)])[0]
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE customers SET created_by = ?", (key["id"],))
+    cells: dict[int, dict[str, float]] = {}
+    with serving(lite, var / "sqlite" / "server.log") as (base, _):
+        for conns in (1, 8):
+            batch = var / "sqlite" / f"c{conns}.tsv"
+            _requests(batch, accounts, 30_000, f"lite{conns}", conns)
+            cells[conns] = wrk(base, script, conns, duration, headers={}, env={
+                "CUSTODIA_BENCH_REQUESTS": str(batch),
+                "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+            })  # fmt: skip
+            print(f"sqlite c={conns}: {cells[conns]['ok_per_s']:.0f} transfers/s", flush=True)
+    return cells
 
 
 def main() -> None:  # noqa: PLR0915 - one linear script
@@ -271,8 +350,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         half = args.accounts // 2
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             parts = pool.map(_load, [(env, 0, half), (env, half, args.accounts)])
-        accounts = [row for part in parts for row in part]
-        load_s = (datetime.now(UTC) - started).total_seconds()
+            accounts = [row for part in parts for row in part]
+            load_s = (datetime.now(UTC) - started).total_seconds()
+            payers = [customer for _, customer, _, _ in accounts[:PIN_CUSTOMERS]]
+            pool.map(_set_pins, [(env, payers[::2]), (env, payers[1::2])])
         with psycopg.connect(url, autocommit=True) as conn:
             # The bench customers were registered by "cli_bench": hand them to the bench key.
             conn.execute("UPDATE customers SET created_by = %s", (key["id"],))
@@ -333,7 +414,15 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         f"{cell['errors']:.0f}); anchor {raw['tps']:.0f} tps",
                         flush=True,
                     )
+            # Paid with the payment password: the general path, bounded by the KDF.
+            pins = var / "pins.tsv"
+            _requests(pins, accounts[:PIN_CUSTOMERS], 5_000, "pin", 7, password=True)
+            password_cell = wrk(base, script, 4, args.duration, headers={}, env={
+                "CUSTODIA_BENCH_REQUESTS": str(pins), "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+            })  # fmt: skip
+            print(f"password: {password_cell['ok_per_s']:.1f} transfers/s", flush=True)
             peak = rss_mib(pid)
+        sqlite = _sqlite_cells(env, var, script, args.duration)
         with psycopg.connect(url) as conn:
             replay_ok = conn.execute(
                 "SELECT count(*) FROM ledger_accounts WHERE NOT allow_overdraft AND balance < 0"
@@ -361,7 +450,26 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 f"{statistics.median(c['p99'] for c in http):.1f} | {sum(int(c['errors']) for c in http)} | "
                 f"{tps:,.0f} | {statistics.median(a['latency'] for a in raw):.2f} | {ok / tps:.2f} |"
             )
+        kdf = f"scrypt N=2^{env.get('CUSTODIA_SCRYPT_LOG2_N', '17')}, r=8, p=1"
         lines += [
+            "",
+            (
+                f"Paid with the payment password instead ({kdf}; general path), 4 connections: "
+                f"**{password_cell['ok_per_s']:.1f} transfers/s** (p50 {password_cell['p50']:.0f} "
+                f"ms, p99 {password_cell['p99']:.0f} ms, non-2xx {password_cell['errors']:.0f})."
+            ),
+            "",
+            (
+                "Embedded SQLite (`sqlite:///…`, same server, general path, "
+                f"{SQLITE_ACCOUNTS} accounts): "
+                + "; ".join(
+                    f"{c} connection{'s' if c > 1 else ''} **{cell['ok_per_s']:,.0f} transfers/s** "
+                    f"(p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx "
+                    f"{cell['errors']:.0f})"
+                    for c, cell in sqlite.items()
+                )
+                + "."
+            ),
             "",
             f"Peak resident memory of a server worker: {peak:.0f} MiB.",
             "",

@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -125,6 +126,63 @@ def test_deadlock_victim_is_retried(committing_db: Database, engine: Engine) -> 
     assert _attempts_of(db, first) == 2
     assert _attempts_of(db, second) == 2
     assert _retries(metrics, "deadlock") == 1
+
+
+@pytest.mark.postgres_only
+def test_a_driver_unit_is_retried_as_a_deadlock_victim_and_commits_once(
+    committing_db: Database, engine: Engine
+) -> None:
+    """Database.run_driver (the transfer fast path) re-runs a deadlock victim, commits both."""
+    metrics = Metrics()
+    db = Database(engine, observer=metrics, retry=RetryPolicy(attempts=5, base_delay_s=0.01))
+    first, second = _event(db), _event(db)
+    barrier = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+    bump = "UPDATE outbox_events SET attempts = attempts + 1 WHERE id = %s"
+
+    def transfer(a: str, b: str) -> None:
+        attempts = 0
+
+        def work(conn: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            conn.execute(bump, (a,))
+            if attempts == 1:
+                barrier.wait()
+            conn.execute(bump, (b,))
+
+        try:
+            db.run_driver(work)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=transfer, args=(first, second)),
+        threading.Thread(target=transfer, args=(second, first)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert _attempts_of(db, first) == 2
+    assert _attempts_of(db, second) == 2
+    assert _retries(metrics, "deadlock") == 1
+
+
+@pytest.mark.postgres_only
+def test_a_driver_unit_that_raises_leaves_nothing(committing_db: Database, engine: Engine) -> None:
+    """An exception inside run_driver rolls its transaction back and reaches the caller."""
+    db = Database(engine)
+    event_id = _event(db)
+
+    def work(conn: Any) -> None:
+        conn.execute("UPDATE outbox_events SET attempts = 99 WHERE id = %s", (event_id,))
+        raise LookupError("refused")
+
+    with pytest.raises(LookupError):
+        db.run_driver(work)
+    assert _attempts_of(db, event_id) == 0
 
 
 @pytest.mark.sqlite_only
