@@ -26,9 +26,10 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -311,6 +312,10 @@ class Database:
                 )
             )
             self._reader = sessionmaker(bind=reader_engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer that finds the file locked polls
+        # (sleeping 1, 2, 5 … ms): this process's writers queue on a lock instead, in order.
+        self._queue_writers = self.backend == "sqlite" and bind is None
+        self._writers = threading.RLock()
         self._autocommit = engine.execution_options(
             isolation_level="AUTOCOMMIT" if self.backend == "postgresql" else "SERIALIZABLE",
             **({_BEGIN_OPTION: "DEFERRED"} if self.backend == "sqlite" else {}),
@@ -358,7 +363,10 @@ class Database:
         attempt = 1
         while True:
             try:
-                with self.unit_of_work(read_only=read_only, isolation=isolation) as uow:
+                with (
+                    self._writers if self._queue_writers and not read_only else nullcontext(),
+                    self.unit_of_work(read_only=read_only, isolation=isolation) as uow,
+                ):
                     result = work(uow.session)
                     self._commit(uow, read_only=read_only)
                     return result
