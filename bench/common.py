@@ -185,9 +185,12 @@ def worker_pids(pid: int) -> list[int]:
 
 @contextmanager
 def sampled(pid: int, seconds: int, out: Path) -> Iterator[None]:
-    """Sample ``pid``'s Python stacks with py-spy while the block runs (``--profile``)."""
+    """Sample where ``pid``'s Python CPU goes with py-spy while the block runs (``--profile``)."""
     spy = subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "250", "--duration", str(seconds),
+        # --gil: only the thread holding the GIL, i.e. where the Python CPU goes (idle
+        # detection alone counts threads waiting on the database as busy in this VM).
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--format", "raw",
+         "--rate", "250", "--duration", str(seconds),
          "--nonblocking", "--pid", str(pid), "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

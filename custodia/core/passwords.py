@@ -87,9 +87,20 @@ class SecretHasher:
         self._pepper_id = ring.primary
         self._peppers = {kid: keys.secret(KeyPurpose.PEPPER, kid) for kid in ring.keys}
         self._slots = threading.BoundedSemaphore(concurrency)
-        # Verified against when the account does not exist, so that the answer takes as
-        # long as for a wrong password (no user enumeration by timing).
-        self._dummy = self.hash("custodia-dummy-password")
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    @property
+    def _dummy(self) -> str:
+        """Return the hash verified against when there is none (no enumeration by timing).
+
+        The answer then takes as long as for a wrong password. Made on first need: a scrypt
+        hash takes 128 MiB for a moment, which a server should not pay at start-up.
+        """
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self.hash("custodia-dummy-password")
+            return self._dummy_hash
 
     def _peppered(self, secret: str, pepper_id: str) -> bytes:
         normalised = unicodedata.normalize("NFKC", secret).encode("utf-8")
