@@ -14,10 +14,12 @@ from custodia.aml.alerts import (
     NoteView,
     add_note,
     assign,
+    customer_context,
     decide,
     get_alert,
     list_alerts,
     raise_alert,
+    transaction_records,
 )
 from custodia.aml.config import RuleChange, RuleState, rule_states, rule_versions, update_rule
 from custodia.aml.monitoring import (
@@ -42,6 +44,7 @@ __all__ = [
     "add_note",
     "assign",
     "consumers",
+    "customer_context",
     "decide",
     "evaluate_transaction",
     "get_alert",
@@ -50,5 +53,6 @@ __all__ = [
     "raise_alert",
     "rule_states",
     "rule_versions",
+    "transaction_records",
     "update_rule",
 ]

@@ -29,6 +29,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
+from custodia.accounts.models import PaymentAccount, PaymentTransaction
 from custodia.aml.config import RuleState
 from custodia.aml.errors import (
     AlertClosed,
@@ -45,6 +46,8 @@ from custodia.core.errors import NotFound
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.models import table_of
 from custodia.core.vault import Vault
+from custodia.kyc.customers import decrypt_field
+from custodia.kyc.models import Customer
 
 #: API decision → (new status, stored decision).
 DECISIONS = {
@@ -460,3 +463,63 @@ def get_alert(session: Session, alert_id: str, *, vault: Vault) -> AlertDetail:
         ).scalars()
     )
     return AlertDetail(alert=alert, transaction_ids=transactions, notes=notes, case_alerts=others)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """One of the customer's payment accounts, as an officer needs to see it."""
+
+    id: str
+    account_class: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerContext:
+    """Who the alert is about (the name in clear: the API masks it for the caller)."""
+
+    id: str
+    type: str
+    name: str
+    status: str
+    risk_level: str
+    risk_score: int
+    screening_status: str
+    nationality: str
+    accounts: list[AccountSummary]
+
+
+def customer_context(session: Session, customer_id: str, *, vault: Vault) -> CustomerContext | None:
+    """Return the customer an alert is about, with their accounts (None if unknown)."""
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        return None
+    accounts = session.execute(
+        select(PaymentAccount.id, PaymentAccount.account_class, PaymentAccount.status)
+        .where(PaymentAccount.customer_id == customer_id)
+        .order_by(PaymentAccount.id)
+    ).all()
+    return CustomerContext(
+        id=customer.id,
+        type=customer.type,
+        name=decrypt_field(vault, "customers", customer.id, customer.name_enc, "name_enc") or "",
+        status=customer.status,
+        risk_level=customer.risk_level,
+        risk_score=customer.risk_score,
+        screening_status=customer.screening_status,
+        nationality=customer.nationality,
+        accounts=[AccountSummary(*row) for row in accounts],
+    )
+
+
+def transaction_records(session: Session, transaction_ids: list[str]) -> list[PaymentTransaction]:
+    """Return the transaction records of an alert, oldest first."""
+    if not transaction_ids:
+        return []
+    return list(
+        session.execute(
+            select(PaymentTransaction)
+            .where(PaymentTransaction.id.in_(transaction_ids))
+            .order_by(PaymentTransaction.created_at, PaymentTransaction.id)
+        ).scalars()
+    )

@@ -61,7 +61,7 @@ class InvalidTransition(AmlError):
         super().__init__(
             f"Alert {alert_id} is {status}: {decision!r} is not possible now.",
             alert_id=alert_id,
-            status=status,
+            alert_status=status,
             decision=decision,
             allowed=allowed,
         )

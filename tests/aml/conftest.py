@@ -18,6 +18,7 @@ from custodia.aml.windows import Movement, Subject
 from custodia.api.runtime import Runtime
 from custodia.core.actors import SYSTEM, Actor, ActorKind, Context, Role
 from custodia.core.clock import ManualClock
+from tests.factories import StaffLogin, bearer, make_client, make_staff
 
 CNY = 100
 _TXNS = itertools.count(1)
@@ -122,3 +123,36 @@ class Feed:
 def feed(runtime: Runtime, clock: ManualClock) -> Feed:
     """Synthetic movements into the rules, on the rolled-back database."""
     return Feed(runtime, clock)
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> dict[str, str]:
+    """An onboarding app's credential."""
+    return bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+
+
+@pytest.fixture
+def officer(runtime: Runtime) -> StaffLogin:
+    """A compliance officer with a session."""
+    return make_staff(runtime, Role.COMPLIANCE_OFFICER)
+
+
+@pytest.fixture
+def lead(runtime: Runtime) -> StaffLogin:
+    """A compliance lead with a session."""
+    return make_staff(runtime, Role.COMPLIANCE_LEAD)
+
+
+@pytest.fixture
+def auditor(runtime: Runtime) -> StaffLogin:
+    """An auditor with a session."""
+    return make_staff(runtime, Role.AUDITOR)
+
+
+def deliver(runtime: Runtime) -> int:
+    """Deliver every due outbox event (the worker's job); return how many."""
+    processor = runtime.outbox_processor()
+    total = 0
+    while handled := processor.process_batch():
+        total += handled
+    return total
