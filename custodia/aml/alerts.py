@@ -215,8 +215,9 @@ def raise_alert(
         .on_conflict_do_nothing(
             index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
         )
-    )
-    if not getattr(inserted, "rowcount", 0):
+        .returning(table_of(AmlAlert).c.id)
+    ).scalar_one_or_none()
+    if inserted is None:
         winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
         assert winner is not None  # noqa: S101 - the conflicting row is committed
         return _extend(session, winner, state, finding, ctx=ctx)
