@@ -5,8 +5,10 @@
 - :mod:`custodia.aml.monitoring`: the outbox consumer that runs every posted transaction
   through the enabled rules, once.
 - :mod:`custodia.aml.alerts`: alerts, their de-duplication, cases, and the work on them.
+- :mod:`custodia.aml.actions`: measures on accounts and customers (freeze, terminate, lift).
 """
 
+from custodia.aml.actions import ActionTaken, TakeAction, take_action
 from custodia.aml.alerts import (
     AlertDetail,
     AlertFilter,
@@ -32,6 +34,7 @@ from custodia.aml.rules import RULES, Finding, Rule
 
 __all__ = [
     "RULES",
+    "ActionTaken",
     "AlertDetail",
     "AlertFilter",
     "DuePolicy",
@@ -41,6 +44,7 @@ __all__ = [
     "Rule",
     "RuleChange",
     "RuleState",
+    "TakeAction",
     "add_note",
     "assign",
     "consumers",
@@ -53,6 +57,7 @@ __all__ = [
     "raise_alert",
     "rule_states",
     "rule_versions",
+    "take_action",
     "transaction_records",
     "update_rule",
 ]

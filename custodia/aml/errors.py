@@ -92,3 +92,19 @@ class AssigneeNotEligible(AmlError):
             "Alerts are assigned to an active compliance officer or lead (by username).",
             assignee=assignee,
         )
+
+
+class ActionNotApplicable(AmlError):
+    """The measure would change nothing (already frozen, nothing to lift, already ended)."""
+
+    code = "action_not_applicable"
+    kind = ErrorKind.CONFLICT
+    title = "The measure changes nothing"
+
+    def __init__(self, action: str, customer_id: str, account_id: str | None) -> None:
+        super().__init__(
+            f"{action!r} changes nothing for customer {customer_id} now.",
+            action=action,
+            customer_id=customer_id,
+            account_id=account_id,
+        )

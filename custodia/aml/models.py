@@ -22,6 +22,10 @@ Design
     trigger refuses UPDATE and DELETE), and at most one unclosed alert exists per customer,
     rule and pattern (a partial UNIQUE index), which is how duplicates are folded.
 
+    ``aml_actions`` records each measure taken on an account or customer (K2: freeze,
+    terminate service, lift) with its vault-encrypted reason; the accounts module enforces
+    the measure itself (a frozen account, a restricted customer) in the same transaction.
+
     ``aml_alert_notes`` are the officers' notes and decision reasons: free text, which may
     name people, so it is stored only as a vault blob (K5). Notes are append-only but for
     the blob, which ``custodia keys reencrypt`` may move to a new key.
@@ -54,7 +58,7 @@ DECISIONS = ("false_positive", "reported", "no_action")
 SEVERITIES = ("low", "medium", "high")
 CASE_STATUSES = ("open", "closed")
 NOTE_KINDS = ("note", "decision")
-ACTIONS = ("freeze", "unfreeze", "terminate_service", "lift")
+ACTIONS = ("freeze", "terminate_service", "lift")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -215,5 +219,31 @@ class AmlAlertNote(Base):
     created_at: Mapped[datetime]
 
 
+class AmlAction(Base):
+    """A measure compliance took on a customer or account (K2), with its reason (append-only).
+
+    ``account_ids`` lists the accounts the measure changed; the reason is free text and so
+    stored only as a vault blob.
+    """
+
+    __tablename__ = "aml_actions"
+    __table_args__ = (
+        CheckConstraint(_one_of("action", ACTIONS), name="action"),
+        Index("ix_aml_actions_customer", "customer_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    action: Mapped[str] = mapped_column(String(24))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    account_ids: Mapped[dict[str, Any]]  # {"changed": [...]}
+    alert_id: Mapped[str | None] = mapped_column(ForeignKey("aml_alerts.id"))
+    reason_enc: Mapped[bytes]
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+
+
 #: The vault-encrypted columns of this package (walked by ``custodia keys reencrypt``).
-PII_COLUMNS = (EncryptedColumn("aml_alert_notes", "text_enc"),)
+PII_COLUMNS = (
+    EncryptedColumn("aml_alert_notes", "text_enc"),
+    EncryptedColumn("aml_actions", "reason_enc"),
+)

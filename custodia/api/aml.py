@@ -1,4 +1,4 @@
-"""``/v1/aml/alerts`` and ``/v1/aml/rules``: the compliance queue and the monitoring rules.
+"""``/v1/aml/alerts``, ``/v1/aml/actions``, ``/v1/aml/rules``: queue, measures, rules.
 
 Controllers only translate: decode the request, call one service of ``custodia.aml`` in
 one unit of work, encode the answer. Customer names are masked for every role here (an
@@ -33,8 +33,8 @@ from custodia.core.masking import mask_name
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
 
 
-class InvalidAlertQuery(InvalidFields, AmlError):
-    """A filter of the alert list names no status or rule that exists."""
+class InvalidAmlRequest(InvalidFields, AmlError):
+    """A query or body field the schema cannot check: an unknown status or rule, a target."""
 
 
 # ------------------------------------------------------------------------------- structs
@@ -184,6 +184,35 @@ class RuleVersionPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None = None
 
 
+class ActionIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /v1/aml/actions``: exactly one of ``account_id`` and ``customer_id``.
+
+    ``delay_settlement`` (API.md) is not accepted yet: the accounts module has no way to
+    hold a payee's settlement, and a measure that is accepted but not enforced would mislead.
+    """
+
+    account_id: str | None = None
+    customer_id: str | None = None
+    action: Literal["freeze", "terminate_service", "lift"]
+    reason: Text
+    alert_id: str | None = None
+
+
+class ActionOut(msgspec.Struct, kw_only=True):
+    """A measure taken, and what it changed."""
+
+    id: str
+    action: str
+    customer_id: str
+    account_id: str | None
+    accounts_changed: list[str]
+    customer_status: str
+    alert_id: str | None
+    reason: str
+    actor: str
+    created_at: datetime
+
+
 class _IdPosition(msgspec.Struct, forbid_unknown_fields=True):
     id: str
 
@@ -261,7 +290,7 @@ def _check_filters(status: str | None, rule: str | None) -> None:
     if rule is not None and rule not in aml.RULES:
         problems.append(FieldProblem("rule", f"one of {', '.join(aml.RULES)}"))
     if problems:
-        raise InvalidAlertQuery(problems)
+        raise InvalidAmlRequest(problems)
 
 
 # --------------------------------------------------------------------------- controllers
@@ -428,6 +457,65 @@ class AlertsController(Controller):
                 ctx.now,
             )
         )  # fmt: skip
+
+
+class ActionsController(Controller):
+    """Measures on accounts and customers (K2: freeze, stop service, lift)."""
+
+    path = "/v1/aml/actions"
+    tags = ["aml"]
+
+    @post(
+        "/",
+        operation_id="aml_actions_take",
+        status_code=201,
+        sync_to_thread=True,
+        summary="Freeze, terminate service or lift, with a reason",
+    )
+    def take(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        data: JSONBody[ActionIn],
+    ) -> Response[bytes]:
+        """Apply the measure at once (the accounts module enforces it from the commit on)."""
+        if (data.account_id is None) == (data.customer_id is None):
+            raise InvalidAmlRequest(
+                [FieldProblem("account_id", "give exactly one of account_id and customer_id")]
+            )
+        ctx = context_of(request, runtime)
+        cmd = aml.TakeAction(
+            action=data.action,
+            reason=data.reason,
+            account_id=data.account_id,
+            customer_id=data.customer_id,
+            alert_id=data.alert_id,
+        )
+
+        def work(session: Session) -> ActionOut:
+            done = aml.take_action(session, cmd, ctx=ctx, ids=runtime.ids, vault=runtime.vault)
+            return ActionOut(
+                id=done.id,
+                action=done.action,
+                customer_id=done.customer_id,
+                account_id=done.account_id,
+                accounts_changed=done.accounts_changed,
+                customer_status=done.customer_status,
+                alert_id=done.alert_id,
+                reason=data.reason,
+                actor=done.actor,
+                created_at=done.created_at,
+            )
+
+        return respond_idempotently(
+            request,
+            runtime,
+            data,
+            scope=f"{ctx.actor}:aml_action",
+            required=False,
+            status_code=201,
+            work=work,
+        )
 
 
 class RulesController(Controller):

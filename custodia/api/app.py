@@ -21,7 +21,7 @@ from custodia.api.accounts import (
     MoneyController,
 )
 from custodia.api.agreements import AgreementsController, CustomerConsentsController
-from custodia.api.aml import AlertsController, RulesController
+from custodia.api.aml import ActionsController, AlertsController, RulesController
 from custodia.api.audit import AuditController
 from custodia.api.auth import AuthController
 from custodia.api.body import StrictBodyPlugin
@@ -99,6 +99,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             LedgerController,
             ScreeningController,
             AlertsController,
+            ActionsController,
             RulesController,
         ],
         guards=[authorize],

@@ -24,6 +24,7 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 #: This migration's guards: rule versions, closed alerts, alert transactions and notes.
 _GUARDS = [g for g in GUARDS if g.table.startswith("aml_")]
 _TABLES = (
+    "aml_actions",
     "aml_alert_transactions",
     "aml_alert_notes",
     "aml_alerts",
@@ -191,6 +192,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "alert_id", "transaction_id", name=op.f("pk_aml_alert_transactions")
         ),
+    )
+
+    op.create_table(
+        "aml_actions",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("action", sa.String(length=24), nullable=False),
+        sa.Column("customer_id", sa.String(length=40), nullable=False),
+        sa.Column("account_ids", JSON_DOCUMENT, nullable=False),
+        sa.Column("alert_id", sa.String(length=40), nullable=True),
+        sa.Column("reason_enc", sa.LargeBinary(), nullable=False),
+        sa.Column("actor", sa.String(length=100), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.CheckConstraint(
+            "action IN ('freeze', 'terminate_service', 'lift')", name=op.f("ck_aml_actions_action")
+        ),
+        sa.ForeignKeyConstraint(
+            ["alert_id"], ["aml_alerts.id"], name=op.f("fk_aml_actions_alert_id_aml_alerts")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_aml_actions")),
+    )
+    op.create_index(
+        "ix_aml_actions_customer", "aml_actions", ["customer_id", "created_at"], unique=False
     )
 
     dialect = op.get_bind().dialect.name
