@@ -21,15 +21,15 @@ from custodia.aml.models import AmlAlert, AmlAlertTransaction, AmlMovement
 from custodia.aml.monitoring import SCREENING_HIT, TRANSACTION_POSTED
 from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
-from custodia.core.actors import Role
+from custodia.core.actors import Context, Role
 from custodia.core.clock import ManualClock
 from custodia.core.metrics import Metrics
 from custodia.core.models import OutboxEvent
 from custodia.core.outbox import ConsumerRegistry, OutboxMessage, OutboxProcessor
 from custodia.core.settings import Settings
 from tests.accounts.conftest import Customer, onboard
-from tests.aml.conftest import CNY, Feed
-from tests.factories import bearer, make_client
+from tests.aml.conftest import CNY, LEAD, Feed, deliver
+from tests.factories import StaffLogin, bearer, make_client, person_body
 
 Client = TestClient[Any]
 
@@ -59,16 +59,8 @@ def _post_transfers(
 def _every_transfer_is_a_large_value(runtime: Runtime, clock: ManualClock) -> None:
     """Lower L1's threshold to one fen, so that every movement belongs to an alert."""
     change = aml.RuleChange(params={"individual_domestic": 1})
-    ctx = aml_ctx(clock)
+    ctx = Context(LEAD, clock.now())
     runtime.db.run(lambda s: aml.update_rule(s, "large_value", change, ctx=ctx))
-
-
-def aml_ctx(clock: ManualClock) -> Any:
-    """A compliance lead's context now."""
-    from custodia.core.actors import Context  # noqa: PLC0415
-    from tests.aml.conftest import LEAD  # noqa: PLC0415
-
-    return Context(LEAD, clock.now())
 
 
 def _monitoring_only(runtime: Runtime, wrap: Any = None) -> ConsumerRegistry:
@@ -217,3 +209,25 @@ def test_a_screening_hit_lands_in_the_alert_queue(runtime: Runtime, feed: Feed) 
         91,
         "high",
     )
+
+
+def test_onboarding_a_listed_person_puts_the_hit_in_the_alert_queue(
+    client: Client, runtime: Runtime, lead: StaffLogin, officer: StaffLogin
+) -> None:
+    """L3: the KYC screening hit of a new customer reaches the queue through the outbox."""
+    loaded = client.post(
+        "/v1/aml/watchlists",
+        content=b'{"list_id": "TEST", "name": "Zhang Wei", "nationality": "CN"}\n',
+        headers={**lead.headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert loaded.status_code == 201, loaded.text
+    app = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    customer = client.post("/v1/customers", json=person_body(name="张伟"), headers=app).json()
+    assert customer["screening_status"] == "potential_match"
+    deliver(runtime)
+    listed = client.get(
+        "/v1/aml/alerts", params={"customer_id": customer["id"]}, headers=officer.headers
+    ).json()["items"]
+    assert [(a["rule"], a["pattern"][:4], a["details"]["source"]) for a in listed] == [
+        ("watchlist", "hit:", "screening")
+    ]
