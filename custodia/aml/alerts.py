@@ -98,22 +98,31 @@ class Raised:
 
 
 def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGenerator) -> str:
-    """Return the customer's open case, opening one (a concurrent opener's wins the race)."""
-    insert = upsert_insert(session)
-    session.execute(
-        insert(table_of(AmlCase))
-        .values(
-            id=ids.new(IdPrefix.CASE),
-            customer_id=customer_id,
-            status="open",
-            opened_at=ctx.now,
-            closed_at=None,
+    """Return the customer's open case, locked, opening one if there is none.
+
+    The lock keeps a concurrent decision from closing the case under a new alert (see
+    :func:`_close_case_if_done`); a concurrent opener's case wins the insert race.
+    """
+    for _ in range(3):
+        found = session.execute(
+            select(AmlCase.id)
+            .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
+            .with_for_update()
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
+        session.execute(
+            upsert_insert(session)(table_of(AmlCase))
+            .values(
+                id=ids.new(IdPrefix.CASE),
+                customer_id=customer_id,
+                status="open",
+                opened_at=ctx.now,
+                closed_at=None,
+            )
+            .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
         )
-        .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
-    )
-    return session.execute(
-        select(AmlCase.id).where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
-    ).scalar_one()
+    raise RuntimeError(f"no open case could be found or opened for {customer_id}")
 
 
 def _link(session: Session, alert_id: str, transactions: tuple[str, ...], now: datetime) -> int:
@@ -366,14 +375,22 @@ def decide(
 
 
 def _close_case_if_done(session: Session, case_id: str, now: datetime) -> None:
+    """Close the case when none of its alerts is unclosed any more.
+
+    The case is locked *before* counting: a worker adding an alert holds the same lock, so
+    the count sees its alert once it commits, and a case never closes under an open alert.
+    """
+    case = session.execute(
+        select(AmlCase)
+        .where(AmlCase.id == case_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
     unclosed = session.execute(
         select(func.count()).where(AmlAlert.case_id == case_id, AmlAlert.status != "closed")
     ).scalar_one()
-    if unclosed:
+    if unclosed or case.status == "closed":
         return
-    case = session.execute(
-        select(AmlCase).where(AmlCase.id == case_id).with_for_update()
-    ).scalar_one()
     case.status = "closed"
     case.closed_at = now
 
