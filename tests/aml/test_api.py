@@ -383,3 +383,29 @@ def test_a_disabled_rule_raises_nothing(client: Client, feed: Feed, lead: StaffL
     assert off.json()["enabled"] is False
     customer = feed.customer()
     assert feed.move(customer, 600_000 * CNY, rule="large_value") == []
+
+
+def test_an_alert_keeps_the_parameters_it_was_raised_under(
+    client: Client, feed: Feed, lead: StaffLogin, officer: StaffLogin
+) -> None:
+    """A later change of the rule does not rewrite what an alert was raised under."""
+    alert_id = _one_alert(feed)
+    _lower_threshold(client, lead, 1_000 * CNY)
+    shown = client.get(f"/v1/aml/alerts/{alert_id}", headers=officer.headers).json()
+    assert shown["rule_version"] == 1
+    assert shown["params"]["individual_domestic"] == 500_000 * CNY
+
+
+def test_a_note_sent_twice_under_one_key_is_written_once(
+    client: Client, feed: Feed, officer: StaffLogin
+) -> None:
+    """A retried note with the same Idempotency-Key replays the first answer."""
+    alert_id = _one_alert(feed)
+    headers = {**officer.headers, "Idempotency-Key": "note-1"}
+    first = client.post(f"/v1/aml/alerts/{alert_id}/notes", json={"text": "x"}, headers=headers)
+    again = client.post(f"/v1/aml/alerts/{alert_id}/notes", json={"text": "x"}, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    detail = client.get(f"/v1/aml/alerts/{alert_id}", headers=officer.headers).json()
+    assert len(detail["notes"]) == 1
