@@ -1,1 +1,63 @@
-"""aml."""
+"""Anti-money-laundering: transaction monitoring, alerts and cases (REGULATION.md K2, L1–L3).
+
+- :mod:`custodia.aml.rules`: the rules, each with typed parameters; :mod:`~.config` keeps
+  their parameters in the database, versioned and audited.
+- :mod:`custodia.aml.monitoring`: the outbox consumer that runs every posted transaction
+  through the enabled rules, once.
+- :mod:`custodia.aml.alerts`: alerts, their de-duplication, cases, and the work on them.
+- :mod:`custodia.aml.actions`: measures on accounts and customers (freeze, terminate, lift).
+"""
+
+from custodia.aml.actions import ActionTaken, TakeAction, take_action
+from custodia.aml.alerts import (
+    AlertDetail,
+    AlertFilter,
+    DuePolicy,
+    NoteView,
+    add_note,
+    assign,
+    customer_context,
+    decide,
+    get_alert,
+    list_alerts,
+    raise_alert,
+    transaction_records,
+)
+from custodia.aml.config import RuleChange, RuleState, rule_states, rule_versions, update_rule
+from custodia.aml.monitoring import (
+    MonitoringPolicy,
+    consumers,
+    evaluate_transaction,
+    monitoring_backlog,
+)
+from custodia.aml.rules import RULES, Finding, Rule
+
+__all__ = [
+    "RULES",
+    "ActionTaken",
+    "AlertDetail",
+    "AlertFilter",
+    "DuePolicy",
+    "Finding",
+    "MonitoringPolicy",
+    "NoteView",
+    "Rule",
+    "RuleChange",
+    "RuleState",
+    "TakeAction",
+    "add_note",
+    "assign",
+    "consumers",
+    "customer_context",
+    "decide",
+    "evaluate_transaction",
+    "get_alert",
+    "list_alerts",
+    "monitoring_backlog",
+    "raise_alert",
+    "rule_states",
+    "rule_versions",
+    "take_action",
+    "transaction_records",
+    "update_rule",
+]

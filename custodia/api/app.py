@@ -21,6 +21,7 @@ from custodia.api.accounts import (
     MoneyController,
 )
 from custodia.api.agreements import AgreementsController, CustomerConsentsController
+from custodia.api.aml import ActionsController, AlertsController, RulesController
 from custodia.api.audit import AuditController
 from custodia.api.auth import AuthController
 from custodia.api.body import StrictBodyPlugin
@@ -97,6 +98,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             MoneyController,
             LedgerController,
             ScreeningController,
+            AlertsController,
+            ActionsController,
+            RulesController,
         ],
         guards=[authorize],
         dependencies={"runtime": Provide(_provide_runtime, sync_to_thread=False)},

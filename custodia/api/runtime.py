@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from custodia import agreements, kyc, ledger
+from custodia import agreements, aml, kyc, ledger
 from custodia.access import AccessPolicy
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
 from custodia.accounts import fastpath, movements
@@ -24,6 +24,7 @@ from custodia.accounts.models import INDEX_COLUMNS as ACCOUNT_INDEX_COLUMNS
 from custodia.accounts.models import PII_COLUMNS as ACCOUNT_PII_COLUMNS
 from custodia.agreements.consents import consumers as agreement_consumers
 from custodia.agreements.models import PII_COLUMNS as AGREEMENT_PII_COLUMNS
+from custodia.aml.models import PII_COLUMNS as AML_PII_COLUMNS
 from custodia.core import audit
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import Clock, SystemClock
@@ -33,7 +34,7 @@ from custodia.core.idempotency import IdempotencyStore
 from custodia.core.ids import IdGenerator
 from custodia.core.keys import KeyFile, load_keys
 from custodia.core.logging import get_logger
-from custodia.core.metrics import Metrics, OutboxBacklog
+from custodia.core.metrics import Metrics, MonitoringBacklog, OutboxBacklog
 from custodia.core.outbox import ConsumerRegistry, OutboxProcessor, backlog, purge_delivered
 from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.core.settings import Settings
@@ -55,6 +56,7 @@ def pii_schema() -> PiiSchema:
             *KYC_PII_COLUMNS,
             *AGREEMENT_PII_COLUMNS,
             *ACCOUNT_PII_COLUMNS,
+            *AML_PII_COLUMNS,
         ),
         indexes=(*KYC_INDEX_COLUMNS, *ACCOUNT_INDEX_COLUMNS),
     )
@@ -87,6 +89,7 @@ class Runtime:
     bank: BankAdapter = field(init=False)
     money: movements.Collaborators = field(init=False)
     device_keys: fastpath.DeviceKeys = field(init=False)
+    monitoring_policy: aml.MonitoringPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -142,6 +145,19 @@ class Runtime:
         }.items():
             self.consumers.register(event_type, f"accounts.{event_type}", consumer)
         self.device_keys = fastpath.DeviceKeys(self.db.fetch_one)
+        self.monitoring_policy = aml.MonitoringPolicy(
+            tz=s.tz,
+            home_country=s.aml_home_country,
+            due=aml.DuePolicy(
+                high=timedelta(hours=s.aml_due_hours_high),
+                medium=timedelta(hours=s.aml_due_hours_medium),
+                low=timedelta(hours=s.aml_due_hours_low),
+            ),
+        )
+        for event_type, consumer in aml.consumers(
+            self.monitoring_policy, clock=self.clock, ids=self.ids
+        ).items():
+            self.consumers.register(event_type, f"aml.{event_type}", consumer)
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,
@@ -150,6 +166,7 @@ class Runtime:
         self.db.observer = self.metrics
         self.metrics.watch_outbox(self.outbox_backlog)
         self.metrics.watch_audit(self.audit_pending)
+        self.metrics.watch_monitoring(self.monitoring_backlog)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -166,6 +183,10 @@ class Runtime:
     def outbox_backlog(self) -> OutboxBacklog:
         """Return the outbox backlog now (for /metrics)."""
         return self.db.run(lambda s: backlog(s, self.clock.now()), read_only=True)
+
+    def monitoring_backlog(self) -> MonitoringBacklog:
+        """Return how far AML monitoring lags behind posting now (for /metrics)."""
+        return self.db.run(lambda s: aml.monitoring_backlog(s, self.clock.now()), read_only=True)
 
     def today(self, now: datetime) -> date:
         """Return the institution's calendar day at ``now`` (limits and periods use it)."""

@@ -137,6 +137,18 @@ ROUTE_ACCESS: dict[str, Access] = {
     "aml_watchlists_upload": Access(LEADS),
     "aml_watchlists_list": Access(CUSTOMER_READERS),
     "aml_screen": Access(OFFICERS),
+    # AML alerts: officers and their lead work them; auditors read the queue and decisions
+    "aml_alerts_list": Access(CUSTOMER_READERS),
+    "aml_alerts_get": Access(CUSTOMER_READERS),
+    "aml_alerts_assign": Access(OFFICERS),
+    "aml_alerts_note": Access(OFFICERS),
+    "aml_alerts_decide": Access(OFFICERS),
+    # measures on accounts and customers (K2): compliance officers and their lead
+    "aml_actions_take": Access(OFFICERS),
+    # monitoring rules: read by compliance and auditors; changed by a compliance lead only
+    "aml_rules_list": Access(CUSTOMER_READERS),
+    "aml_rules_versions": Access(CUSTOMER_READERS),
+    "aml_rules_update": Access(LEADS),
 }
 
 

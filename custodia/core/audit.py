@@ -110,6 +110,13 @@ class AuditAction(StrEnum):
     REFUND = "accounts:transaction:refund"
     PAYOUT_COMPLETED = "accounts:transaction:payout_completed"
     PAYOUT_FAILED = "accounts:transaction:payout_failed"
+    AML_RULE_CHANGED = "aml:rule:changed"
+    AML_ALERT_RAISED = "aml:alert:raised"
+    AML_ALERT_UPDATED = "aml:alert:updated"
+    AML_ALERT_ASSIGNED = "aml:alert:assigned"
+    AML_ALERT_NOTED = "aml:alert:noted"
+    AML_ALERT_DECIDED = "aml:alert:decided"
+    AML_ACTION_TAKEN = "aml:action:taken"
 
 
 _INSERT_INBOX = insert(AuditInbox.__table__).inline()  # type: ignore[arg-type]

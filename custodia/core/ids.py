@@ -38,6 +38,9 @@ class IdPrefix(StrEnum):
     SCREENING_HIT = "hit"
     RISK_WARNING = "rwn"
     SIGNING_KEY = "key"
+    CASE = "case"
+    NOTE = "note"
+    AML_ACTION = "act"
 
 
 # 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.

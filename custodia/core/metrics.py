@@ -67,6 +67,33 @@ class _AuditCollector(Collector):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class MonitoringBacklog:
+    """Posted transactions the AML rules have not evaluated yet, at one instant."""
+
+    pending: int
+    oldest_pending_age_s: float
+
+
+class _MonitoringCollector(Collector):
+    def __init__(self, probe: Callable[[], MonitoringBacklog]) -> None:
+        self._probe = probe
+
+    def collect(self) -> Iterator[Metric]:
+        backlog = self._probe()
+        yield GaugeMetricFamily(
+            "custodia_aml_monitoring_pending_transactions",
+            "Posted transactions not yet evaluated by the AML rules.",
+            backlog.pending,
+        )
+        yield GaugeMetricFamily(
+            "custodia_aml_monitoring_lag_seconds",
+            "Age of the oldest posted transaction not yet evaluated by the AML rules "
+            "(0 when monitoring is up to date).",
+            backlog.oldest_pending_age_s,
+        )
+
+
 class Metrics:
     """The counters and histograms of one process."""
 
@@ -134,6 +161,10 @@ class Metrics:
     def watch_audit(self, probe: Callable[[], Any]) -> None:
         """Report the audit sealing backlog from ``probe`` at every scrape."""
         self.registry.register(_AuditCollector(probe))
+
+    def watch_monitoring(self, probe: Callable[[], MonitoringBacklog]) -> None:
+        """Report how far AML monitoring lags behind posting from ``probe`` at every scrape."""
+        self.registry.register(_MonitoringCollector(probe))
 
     def render(self) -> bytes:
         """Return every metric in the Prometheus text format."""

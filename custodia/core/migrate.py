@@ -22,6 +22,7 @@ MODEL_MODULES = (
     "custodia.agreements.models",
     "custodia.ledger.models",
     "custodia.accounts.models",
+    "custodia.aml.models",
 )
 
 

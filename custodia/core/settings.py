@@ -99,6 +99,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     institution_rating: Literal["none", "A", "B"] = "none"
     signature_daily_limit: PositiveInt = 5_000_000
     bank_adapter: str = ""
+    aml_due_hours_high: PositiveInt = 24
+    aml_due_hours_medium: PositiveInt = 72
+    aml_due_hours_low: PositiveInt = 168
+    aml_home_country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")] = "CN"
 
     def __post_init__(self) -> None:
         for field in self.__struct_fields__:

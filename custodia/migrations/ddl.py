@@ -30,6 +30,14 @@ PAYMENT_TRANSACTION_FROZEN_COLUMNS = (
     "trace_id", "created_at",
 )  # fmt: skip
 PAYMENT_OUTCOME_COLUMNS = ("status", "bank_reference", "completed_at")
+#: An alert note never changes, but for its vault blob (``keys reencrypt``).
+AML_NOTE_FROZEN_COLUMNS = ("id", "alert_id", "kind", "author", "created_at")
+#: An action never changes, but for its vault blob (``keys reencrypt``).
+AML_ACTION_FROZEN_COLUMNS = (
+    "id", "action", "customer_id", "account_ids", "alert_id", "actor", "created_at",
+)  # fmt: skip
+#: A closed alert is read-only (issue 7: "closed alerts read-only").
+CLOSED_ONLY = "OLD.status = 'closed'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,11 @@ GUARDS = (
         when="OLD.status <> 'pending'",
         name="payment_transactions_outcome",
     ),
+    Guard("aml_rule_versions"),
+    Guard("aml_alerts", when=CLOSED_ONLY),
+    Guard("aml_alert_transactions"),
+    Guard("aml_alert_notes", columns=AML_NOTE_FROZEN_COLUMNS),
+    Guard("aml_actions", columns=AML_ACTION_FROZEN_COLUMNS),
 )
 
 REFUSE_FUNCTION_PG = """

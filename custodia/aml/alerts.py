@@ -1,0 +1,543 @@
+"""Alerts and cases: raised by the rules, worked by compliance to a decision (K2, L2).
+
+States (issue 7 item 3)::
+
+    open ──assign──▶ in_review ──escalate──▶ escalated
+                        │                        │
+                        └──decide──▶ closed ◀──decide (compliance lead)
+
+- An alert is *assigned* before anyone decides it, so every decision has an owner; a
+  re-assignment keeps the state.
+- ``escalate`` sends an in-review alert to the second line; an escalated alert is decided
+  by a compliance lead.
+- A decision closes the alert as ``false_positive``, ``reported`` (API ``report``) or
+  ``no_action``, with a reason kept as a vault-encrypted note. A closed alert is read-only:
+  the service refuses, and a database trigger refuses any UPDATE or DELETE.
+- Duplicates: while an alert of the same customer, rule and pattern is unclosed, a new
+  finding adds its transactions to it (and may raise its score) instead of raising another;
+  a partial UNIQUE index makes this hold under concurrent workers too.
+- Cases: every unclosed alert of a customer belongs to the customer's one open case; the
+  case closes with its last alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from custodia.access.models import Staff
+from custodia.accounts.models import PaymentAccount, PaymentTransaction
+from custodia.aml.config import RuleState
+from custodia.aml.errors import (
+    AlertClosed,
+    AssigneeNotEligible,
+    InvalidTransition,
+    LeadDecisionRequired,
+)
+from custodia.aml.models import AmlAlert, AmlAlertNote, AmlAlertTransaction, AmlCase
+from custodia.aml.rules import Finding
+from custodia.core import audit
+from custodia.core.actors import Context, Role
+from custodia.core.db import upsert_insert
+from custodia.core.errors import NotFound
+from custodia.core.ids import IdGenerator, IdPrefix
+from custodia.core.models import table_of
+from custodia.core.vault import Vault
+from custodia.kyc.customers import decrypt_field
+from custodia.kyc.models import Customer
+
+#: API decision → (new status, stored decision).
+DECISIONS = {
+    "escalate": ("escalated", None),
+    "false_positive": ("closed", "false_positive"),
+    "report": ("closed", "reported"),
+    "no_action": ("closed", "no_action"),
+}
+#: Which decisions each state allows.
+ALLOWED = {
+    "open": [],
+    "in_review": ["escalate", "false_positive", "report", "no_action"],
+    "escalated": ["false_positive", "report", "no_action"],
+    "closed": [],
+}
+DECIDERS = frozenset({Role.COMPLIANCE_OFFICER, Role.COMPLIANCE_LEAD})
+_ALERT_UNCLOSED = text("status <> 'closed'")
+_CASE_OPEN = text("status = 'open'")
+
+
+@dataclass(frozen=True, slots=True)
+class DuePolicy:
+    """How long an alert may wait for its decision, by severity (settings)."""
+
+    high: timedelta
+    medium: timedelta
+    low: timedelta
+
+    def due(self, severity: str, now: datetime) -> datetime:
+        """Return when an alert of ``severity`` raised at ``now`` is due."""
+        return now + {"high": self.high, "medium": self.medium, "low": self.low}[severity]
+
+
+def severity_of(score: int) -> str:
+    """Return the severity of a score: high from 80, medium from 50, low below."""
+    if score >= 80:
+        return "high"
+    return "medium" if score >= 50 else "low"
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """The alert a finding landed in, and whether it is new."""
+
+    alert_id: str
+    case_id: str
+    created: bool
+
+
+def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGenerator) -> str:
+    """Return the customer's open case, locked, opening one if there is none.
+
+    The lock keeps a concurrent decision from closing the case under a new alert (see
+    :func:`_close_case_if_done`); a concurrent opener's case wins the insert race.
+    """
+    for _ in range(3):
+        found = session.execute(
+            select(AmlCase.id)
+            .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
+            .with_for_update()
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
+        session.execute(
+            upsert_insert(session)(table_of(AmlCase))
+            .values(
+                id=ids.new(IdPrefix.CASE),
+                customer_id=customer_id,
+                status="open",
+                opened_at=ctx.now,
+                closed_at=None,
+            )
+            .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
+        )
+    raise RuntimeError(f"no open case could be found or opened for {customer_id}")
+
+
+def _link(session: Session, alert_id: str, transactions: tuple[str, ...], now: datetime) -> int:
+    known = set(
+        session.execute(
+            select(AmlAlertTransaction.transaction_id).where(
+                AmlAlertTransaction.alert_id == alert_id,
+                AmlAlertTransaction.transaction_id.in_(transactions),
+            )
+        ).scalars()
+    )
+    new = [t for t in dict.fromkeys(transactions) if t not in known]
+    session.add_all(
+        AmlAlertTransaction(alert_id=alert_id, transaction_id=t, added_at=now) for t in new
+    )
+    return len(new)
+
+
+def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> AmlAlert | None:
+    return session.execute(
+        select(AmlAlert)
+        .where(
+            AmlAlert.customer_id == customer_id,
+            AmlAlert.rule == rule,
+            AmlAlert.pattern == pattern[:100],
+            AmlAlert.status != "closed",
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
+def _extend(
+    session: Session, alert: AmlAlert, state: RuleState, finding: Finding, *, ctx: Context
+) -> Raised:
+    """Fold a repeated finding into its unclosed alert: new transactions, the higher score."""
+    added = _link(session, alert.id, finding.transactions, ctx.now)
+    if added or finding.score > alert.score:
+        alert.score = max(alert.score, finding.score)
+        alert.severity = severity_of(alert.score)
+        alert.details = finding.details
+        alert.updated_at = ctx.now
+        session.flush()
+        audit.record(
+            session,
+            ctx,
+            audit.AuditAction.AML_ALERT_UPDATED,
+            target=alert.id,
+            customer_id=alert.customer_id,
+            details={"rule": state.rule.key, "added_transactions": added, "score": alert.score},
+        )
+    return Raised(alert.id, alert.case_id, created=False)
+
+
+def raise_alert(
+    session: Session,
+    customer_id: str,
+    state: RuleState,
+    finding: Finding,
+    *,
+    ctx: Context,
+    ids: IdGenerator,
+    due: DuePolicy,
+) -> Raised:
+    """Put a finding in the queue: a new alert, or the unclosed one of the same pattern.
+
+    Two workers finding the same pattern at once both try to insert; the partial UNIQUE
+    index lets one in and the other (ON CONFLICT DO NOTHING, after the first commits)
+    adds its transactions to the winner's alert.
+    """
+    existing = _unclosed(session, customer_id, state.rule.key, finding.pattern)
+    if existing is not None:
+        return _extend(session, existing, state, finding, ctx=ctx)
+    case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
+    alert_id = ids.new(IdPrefix.ALERT)
+    severity = severity_of(finding.score)
+    insert = upsert_insert(session)
+    inserted = session.execute(
+        insert(table_of(AmlAlert))
+        .values(
+            id=alert_id,
+            case_id=case_id,
+            customer_id=customer_id,
+            rule=state.rule.key,
+            rule_version=state.version,
+            params=state.params_dict(),
+            pattern=finding.pattern[:100],
+            score=finding.score,
+            severity=severity,
+            details=finding.details,
+            status="open",
+            decision=None,
+            assignee=None,
+            due_at=due.due(severity, ctx.now),
+            created_at=ctx.now,
+            updated_at=ctx.now,
+            closed_at=None,
+            closed_by=None,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
+        )
+        .returning(table_of(AmlAlert).c.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
+        assert winner is not None  # noqa: S101 - the conflicting row is committed
+        return _extend(session, winner, state, finding, ctx=ctx)
+    _link(session, alert_id, finding.transactions, ctx.now)
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.AML_ALERT_RAISED,
+        target=alert_id,
+        customer_id=customer_id,
+        details={
+            "rule": state.rule.key,
+            "rule_version": state.version,
+            "score": finding.score,
+            "severity": severity,
+            "case_id": case_id,
+            "transactions": len(finding.transactions),
+        },
+    )
+    return Raised(alert_id, case_id, created=True)
+
+
+# --------------------------------------------------------------------------- working alerts
+
+
+def _load(session: Session, alert_id: str, *, for_update: bool = False) -> AmlAlert:
+    query = select(AmlAlert).where(AmlAlert.id == alert_id)
+    if for_update:
+        query = query.with_for_update()
+    alert = session.execute(query).scalar_one_or_none()
+    if alert is None:
+        raise NotFound("alert", alert_id)
+    return alert
+
+
+def _writable(session: Session, alert_id: str) -> AmlAlert:
+    alert = _load(session, alert_id, for_update=True)
+    if alert.status == "closed":
+        raise AlertClosed(alert.id, alert.decision)
+    return alert
+
+
+def _note(
+    session: Session, alert: AmlAlert, kind: str, text: str, *, ctx: Context, ids: IdGenerator,
+    vault: Vault,
+) -> str:  # fmt: skip
+    note_id = ids.new(IdPrefix.NOTE)
+    session.add(
+        AmlAlertNote(
+            id=note_id,
+            alert_id=alert.id,
+            kind=kind,
+            author=str(ctx.actor),
+            text_enc=vault.encrypt(
+                text, table="aml_alert_notes", column="text_enc", row_id=note_id
+            ),
+            created_at=ctx.now,
+        )
+    )
+    return note_id
+
+
+def assign(session: Session, alert_id: str, assignee: str, *, ctx: Context) -> AmlAlert:
+    """Assign an unclosed alert to an active officer or lead; an open alert goes in review."""
+    alert = _writable(session, alert_id)
+    name = assignee.strip().lower()
+    staff = session.execute(
+        select(Staff.role, Staff.disabled_at).where(Staff.username == name)
+    ).one_or_none()
+    if staff is None or staff.disabled_at is not None or staff.role not in DECIDERS:
+        raise AssigneeNotEligible(assignee)
+    before = (alert.status, alert.assignee)
+    alert.assignee = name
+    if alert.status == "open":
+        alert.status = "in_review"
+    alert.updated_at = ctx.now
+    session.flush()
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.AML_ALERT_ASSIGNED,
+        target=alert.id,
+        customer_id=alert.customer_id,
+        details={"from": before[1], "to": name, "status": alert.status},
+    )
+    return alert
+
+
+def add_note(
+    session: Session, alert_id: str, text: str, *, ctx: Context, ids: IdGenerator, vault: Vault
+) -> str:
+    """Add a note to an unclosed alert (the text only encrypted); return the note's id."""
+    alert = _writable(session, alert_id)
+    note_id = _note(session, alert, "note", text, ctx=ctx, ids=ids, vault=vault)
+    alert.updated_at = ctx.now
+    session.flush()
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.AML_ALERT_NOTED,
+        target=alert.id,
+        customer_id=alert.customer_id,
+        details={"note_id": note_id},
+    )
+    return note_id
+
+
+def decide(
+    session: Session,
+    alert_id: str,
+    decision: str,
+    reason: str,
+    *,
+    ctx: Context,
+    ids: IdGenerator,
+    vault: Vault,
+) -> AmlAlert:
+    """Escalate or close an alert with a reason; illegal transitions are refused (K2, L2)."""
+    alert = _writable(session, alert_id)
+    allowed = ALLOWED[alert.status]
+    if decision not in allowed:
+        raise InvalidTransition(alert.id, alert.status, decision, allowed)
+    if alert.status == "escalated" and ctx.actor.role is not Role.COMPLIANCE_LEAD:
+        raise LeadDecisionRequired(alert.id)
+    status, stored = DECISIONS[decision]
+    before = alert.status
+    _note(session, alert, "decision", reason, ctx=ctx, ids=ids, vault=vault)
+    alert.status = status
+    alert.decision = stored
+    alert.updated_at = ctx.now
+    if status == "closed":
+        alert.closed_at = ctx.now
+        alert.closed_by = str(ctx.actor)
+    session.flush()
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.AML_ALERT_DECIDED,
+        target=alert.id,
+        customer_id=alert.customer_id,
+        details={"decision": decision, "from": before, "to": status, "rule": alert.rule},
+    )
+    if status == "closed":
+        _close_case_if_done(session, alert.case_id, ctx.now)
+    return alert
+
+
+def _close_case_if_done(session: Session, case_id: str, now: datetime) -> None:
+    """Close the case when none of its alerts is unclosed any more.
+
+    The case is locked *before* counting: a worker adding an alert holds the same lock, so
+    the count sees its alert once it commits, and a case never closes under an open alert.
+    """
+    case = session.execute(
+        select(AmlCase)
+        .where(AmlCase.id == case_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    unclosed = session.execute(
+        select(func.count()).where(AmlAlert.case_id == case_id, AmlAlert.status != "closed")
+    ).scalar_one()
+    if unclosed or case.status == "closed":
+        return
+    case.status = "closed"
+    case.closed_at = now
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """``GET /v1/aml/alerts`` filters (any combination)."""
+
+    status: str | None = None
+    rule: str | None = None
+    customer_id: str | None = None
+    assignee: str | None = None
+    case_id: str | None = None
+
+
+def list_alerts(
+    session: Session, filters: AlertFilter, *, before: str | None, limit: int
+) -> list[AmlAlert]:
+    """Return up to ``limit`` alerts matching ``filters``, newest first, older than ``before``."""
+    query = select(AmlAlert)
+    for column, value in (
+        (AmlAlert.status, filters.status),
+        (AmlAlert.rule, filters.rule),
+        (AmlAlert.customer_id, filters.customer_id),
+        (AmlAlert.assignee, filters.assignee),
+        (AmlAlert.case_id, filters.case_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if before is not None:
+        query = query.where(AmlAlert.id < before)
+    return list(session.execute(query.order_by(AmlAlert.id.desc()).limit(limit)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class NoteView:
+    """A note or decision reason, in clear for compliance staff."""
+
+    id: str
+    kind: str
+    author: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDetail:
+    """An alert with its transactions, notes and the other alerts of its case."""
+
+    alert: AmlAlert
+    transaction_ids: list[str]
+    notes: list[NoteView]
+    case_alerts: list[str]
+
+
+def get_alert(session: Session, alert_id: str, *, vault: Vault) -> AlertDetail:
+    """Return an alert and what explains it (transactions, notes, its case's other alerts)."""
+    alert = _load(session, alert_id)
+    transactions = list(
+        session.execute(
+            select(AmlAlertTransaction.transaction_id)
+            .where(AmlAlertTransaction.alert_id == alert.id)
+            .order_by(AmlAlertTransaction.added_at, AmlAlertTransaction.transaction_id)
+        ).scalars()
+    )
+    notes = [
+        NoteView(
+            id=n.id,
+            kind=n.kind,
+            author=n.author,
+            text=vault.decrypt(n.text_enc, table="aml_alert_notes", column="text_enc", row_id=n.id),
+            created_at=n.created_at,
+        )
+        for n in session.execute(
+            select(AmlAlertNote)
+            .where(AmlAlertNote.alert_id == alert.id)
+            .order_by(AmlAlertNote.created_at, AmlAlertNote.id)
+        ).scalars()
+    ]
+    others = list(
+        session.execute(
+            select(AmlAlert.id)
+            .where(AmlAlert.case_id == alert.case_id, AmlAlert.id != alert.id)
+            .order_by(AmlAlert.id)
+        ).scalars()
+    )
+    return AlertDetail(alert=alert, transaction_ids=transactions, notes=notes, case_alerts=others)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """One of the customer's payment accounts, as an officer needs to see it."""
+
+    id: str
+    account_class: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerContext:
+    """Who the alert is about (the name in clear: the API masks it for the caller)."""
+
+    id: str
+    type: str
+    name: str
+    status: str
+    risk_level: str
+    risk_score: int
+    screening_status: str
+    nationality: str
+    accounts: list[AccountSummary]
+
+
+def customer_context(session: Session, customer_id: str, *, vault: Vault) -> CustomerContext | None:
+    """Return the customer an alert is about, with their accounts (None if unknown)."""
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        return None
+    accounts = session.execute(
+        select(PaymentAccount.id, PaymentAccount.account_class, PaymentAccount.status)
+        .where(PaymentAccount.customer_id == customer_id)
+        .order_by(PaymentAccount.id)
+    ).all()
+    return CustomerContext(
+        id=customer.id,
+        type=customer.type,
+        name=decrypt_field(vault, "customers", customer.id, customer.name_enc, "name_enc") or "",
+        status=customer.status,
+        risk_level=customer.risk_level,
+        risk_score=customer.risk_score,
+        screening_status=customer.screening_status,
+        nationality=customer.nationality,
+        accounts=[AccountSummary(*row) for row in accounts],
+    )
+
+
+def transaction_records(session: Session, transaction_ids: list[str]) -> list[PaymentTransaction]:
+    """Return the transaction records of an alert, oldest first."""
+    if not transaction_ids:
+        return []
+    return list(
+        session.execute(
+            select(PaymentTransaction)
+            .where(PaymentTransaction.id.in_(transaction_ids))
+            .order_by(PaymentTransaction.created_at, PaymentTransaction.id)
+        ).scalars()
+    )

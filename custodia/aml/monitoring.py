@@ -1,0 +1,240 @@
+"""The monitoring pipeline: every posted transaction through the rules, once (K2, L1, L2).
+
+``accounts.transaction_posted`` is published in the transaction that posts the money (by
+``custodia.accounts.movements`` and by the PostgreSQL transfer function of migration
+0008). Its consumer here runs inside the outbox transaction that marks the event done
+(``custodia.core.outbox``): it writes monitoring's movement rows, evaluates every enabled
+rule and raises or updates alerts, all committed together with the event's ``done``. So:
+
+- each event is evaluated once: workers claim events with ``FOR UPDATE SKIP LOCKED``,
+  and the UNIQUE (transaction, customer, direction) of ``aml_movements`` refuses a second
+  evaluation even if something went wrong there;
+- a worker killed mid-batch commits nothing of the batch, which the next worker takes
+  again: nothing is lost and nothing doubled;
+- ``kyc.screening_hit`` (a watchlist match at onboarding or re-screening, L3) lands in the
+  same queue under the ``watchlist`` rule.
+
+Which side is which: the payer's payment account gives an ``out`` movement, the payee's an
+``in`` movement; money to or from the customer's own bank card (withdrawal, top-up) has
+``own_card`` on the other side, a merchant payment or refund the merchant. Cross-border:
+the record has no country of the other side, so a movement counts as cross-border when its
+channel says ``cross_border`` or the counterparty customer's nationality is not the
+institution's country (setting ``aml_home_country``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from custodia.accounts.models import PaymentTransaction
+from custodia.aml import config, windows
+from custodia.aml.alerts import DuePolicy, Raised, raise_alert
+from custodia.aml.rules import Finding, Scope
+from custodia.aml.windows import OWN_CARD, Movement, Subject, Window
+from custodia.core.actors import SYSTEM, Context
+from custodia.core.clock import Clock
+from custodia.core.ids import IdGenerator
+from custodia.core.metrics import MonitoringBacklog
+from custodia.core.models import OutboxEvent
+from custodia.core.outbox import OutboxMessage
+from custodia.kyc.models import Customer
+
+TRANSACTION_POSTED = "accounts.transaction_posted"
+SCREENING_HIT = "kyc.screening_hit"
+_ACCOUNT = "acc_"
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringPolicy:
+    """What monitoring needs from the settings."""
+
+    tz: ZoneInfo
+    home_country: str
+    due: DuePolicy
+
+
+def subjects(session: Session, *customer_ids: str) -> dict[str, Subject]:
+    """Return what monitoring knows of these customers (one query, no personal data)."""
+    wanted = sorted(set(customer_ids))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(
+            Customer.id,
+            Customer.type,
+            Customer.risk_level,
+            Customer.screening_status,
+            Customer.nationality,
+        ).where(Customer.id.in_(wanted))
+    ).all()
+    return {row.id: Subject(*row) for row in rows}
+
+
+def movements_of(
+    row: PaymentTransaction, people: dict[str, Subject], home_country: str
+) -> list[Movement]:
+    """Return the customer sides of a transaction record (none for merchant-only ones)."""
+    found: list[Movement] = []
+
+    def side(customer_id: str, direction: str, other: str) -> None:
+        counterparty = people.get(other)
+        cross_border = row.channel == "cross_border" or (
+            counterparty is not None and counterparty.nationality != home_country
+        )
+        found.append(
+            Movement(
+                transaction_id=row.id,
+                customer_id=customer_id,
+                direction=direction,
+                type=row.type,
+                amount=row.amount,
+                currency=row.currency,
+                counterparty=other,
+                cross_border=cross_border,
+                channel=row.channel,
+                at=row.created_at,
+            )
+        )
+
+    if row.payer_customer_id and row.debit_account.startswith(_ACCOUNT):
+        if row.credit_account.startswith(_ACCOUNT) and row.payee_customer_id:
+            other = row.payee_customer_id
+        elif row.merchant_id:
+            other = row.merchant_id
+        else:
+            other = OWN_CARD
+        side(row.payer_customer_id, "out", other)
+    if row.payee_customer_id and row.credit_account.startswith(_ACCOUNT):
+        if row.debit_account.startswith(_ACCOUNT) and row.payer_customer_id:
+            other = row.payer_customer_id
+        elif row.merchant_id:
+            other = row.merchant_id
+        else:
+            other = OWN_CARD
+        side(row.payee_customer_id, "in", other)
+    return found
+
+
+def observe(
+    session: Session,
+    movement: Movement,
+    people: dict[str, Subject],
+    states: list[config.RuleState],
+    *,
+    policy: MonitoringPolicy,
+    ctx: Context,
+    ids: IdGenerator,
+) -> list[Raised]:
+    """Record one movement and run every enabled rule on it; return the alerts it touched."""
+    windows.record(session, movement)
+    subject = people.get(movement.customer_id)
+    if subject is None:  # a customer row always exists; be explicit if it does not
+        raise LookupError(f"no customer {movement.customer_id} for {movement.transaction_id}")
+    scope = Scope(
+        window=Window(session),
+        tz=policy.tz,
+        subject=subject,
+        counterparty=people.get(movement.counterparty),
+    )
+    raised: list[Raised] = []
+    for state in states:
+        if not state.enabled:
+            continue
+        finding: Finding | None = state.rule.evaluate(movement, scope, state.params)
+        if finding is not None:
+            raised.append(
+                raise_alert(
+                    session, movement.customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due
+                )
+            )
+    return raised
+
+
+def evaluate_transaction(
+    session: Session,
+    transaction_id: str,
+    *,
+    policy: MonitoringPolicy,
+    ctx: Context,
+    ids: IdGenerator,
+) -> list[Raised]:
+    """Run the rules on every customer side of a posted transaction (K2)."""
+    row = session.execute(
+        select(PaymentTransaction).where(PaymentTransaction.id == transaction_id)
+    ).scalar_one()
+    parties = [row.payer_customer_id, row.payee_customer_id]
+    people = subjects(session, *(p for p in parties if p))
+    sides = movements_of(row, people, policy.home_country)
+    if not sides:
+        return []
+    states = config.rule_states(session, ctx.now)
+    raised: list[Raised] = []
+    for movement in sides:
+        raised += observe(session, movement, people, states, policy=policy, ctx=ctx, ids=ids)
+    return raised
+
+
+def screening_hit(
+    session: Session,
+    customer_id: str,
+    hit_id: str,
+    score: int,
+    *,
+    policy: MonitoringPolicy,
+    ctx: Context,
+    ids: IdGenerator,
+) -> Raised | None:
+    """Put a KYC screening hit in the alert queue under the ``watchlist`` rule (L3)."""
+    state = next(s for s in config.rule_states(session, ctx.now) if s.rule.key == "watchlist")
+    if not state.enabled:
+        return None
+    finding = Finding(
+        score=max(0, min(100, score)),
+        pattern=f"hit:{hit_id}",
+        transactions=(),
+        details={"source": "screening", "hit_id": hit_id, "match_score": score},
+    )
+    return raise_alert(session, customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due)
+
+
+def consumers(
+    policy: MonitoringPolicy, *, clock: Clock, ids: IdGenerator
+) -> dict[str, Callable[[Session, OutboxMessage], None]]:
+    """Return the outbox consumers of monitoring, keyed by event type."""
+
+    def on_posted(session: Session, message: OutboxMessage) -> None:
+        ctx = Context(SYSTEM, clock.now(), f"aml:{message.id}")
+        transaction_id = str(message.payload["transaction_id"])
+        evaluate_transaction(session, transaction_id, policy=policy, ctx=ctx, ids=ids)
+
+    def on_hit(session: Session, message: OutboxMessage) -> None:
+        ctx = Context(SYSTEM, clock.now(), f"aml:{message.id}")
+        payload = message.payload
+        screening_hit(
+            session,
+            str(payload["customer_id"]),
+            str(payload["hit_id"]),
+            int(payload["score"]),
+            policy=policy,
+            ctx=ctx,
+            ids=ids,
+        )
+
+    return {TRANSACTION_POSTED: on_posted, SCREENING_HIT: on_hit}
+
+
+def monitoring_backlog(session: Session, now: datetime) -> MonitoringBacklog:
+    """Return how many posted transactions wait for the rules, and the oldest one's age."""
+    pending, oldest = session.execute(
+        select(func.count(), func.min(OutboxEvent.created_at)).where(
+            OutboxEvent.status == "pending", OutboxEvent.event_type == TRANSACTION_POSTED
+        )
+    ).one()
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return MonitoringBacklog(pending=int(pending), oldest_pending_age_s=max(age, 0.0))

@@ -1,0 +1,611 @@
+"""The monitoring rules: each a small class with typed, validated parameters (K2, L1, L2, L3).
+
+A rule looks at one movement (one customer side of one posted transaction) in the light of
+the customer's recent movements and returns a :class:`Finding` or nothing. Parameters are
+a ``msgspec`` struct with constraints; their current values live in the database
+(``aml_rules``, versioned in ``aml_rule_versions``) and are changed by a compliance lead
+through :func:`custodia.aml.config.update_rule`. The defaults below are what a rule starts
+with; L1's four thresholds are its defaults.
+
+Windows are measured back from the movement's own time, not from when the worker ran, so
+a backlog never changes what a rule sees. A finding's ``pattern`` says what makes two
+findings "the same": while an alert for the customer, rule and pattern is unclosed, new
+findings add their transactions to it instead of raising another (issue 7 item 3).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from custodia.aml.models import AmlMovement
+from custodia.aml.windows import OWN_CARD, Movement, Subject, Window
+
+CNY = 100  # minor units per yuan
+Amount = Annotated[int, msgspec.Meta(ge=1, le=10**13)]
+Hours = Annotated[int, msgspec.Meta(ge=1, le=24 * 90)]
+Count = Annotated[int, msgspec.Meta(ge=2, le=10_000)]
+Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every rule's parameters."""
+
+
+P = TypeVar("P", bound=Params)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a rule found: a score (0–100), what makes it the same pattern, the evidence."""
+
+    score: int
+    pattern: str
+    transactions: tuple[str, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a rule may look at besides the movement: the windows, the calendar, the other side."""
+
+    window: Window
+    tz: ZoneInfo
+    subject: Subject
+    counterparty: Subject | None = None
+
+
+class Rule(ABC, Generic[P]):
+    """One monitoring rule: a key, the rule of REGULATION.md it serves, typed parameters."""
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+    regulation: ClassVar[str]
+    params_type: type[P]
+    defaults: P
+
+    def parse(self, raw: Any) -> P:
+        """Return ``raw`` as this rule's parameters (msgspec.ValidationError if invalid)."""
+        return msgspec.convert(raw, self.params_type, strict=True)
+
+    @abstractmethod
+    def evaluate(self, movement: Movement, scope: Scope, params: P) -> Finding | None:
+        """Return what the rule finds in ``movement`` (None: nothing)."""
+
+
+def _since(movement: Movement, hours: int) -> datetime:
+    return movement.at - timedelta(hours=hours)
+
+
+def _scaled(value: int, threshold: int, *, base: int, top: int = 95) -> int:
+    """Return a score from ``base`` rising with how far ``value`` exceeds ``threshold``."""
+    if threshold <= 0:
+        return base
+    excess = max(value - threshold, 0) * 20 // threshold
+    return min(top, base + excess)
+
+
+# ----------------------------------------------------------------------------- L1 large value
+
+
+class LargeValueParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """L1 thresholds per customer per day, in minor units (PBOC Order [2016] No. 3)."""
+
+    individual_domestic: Amount = 500_000 * CNY
+    individual_cross_border: Amount = 200_000 * CNY
+    corporate: Amount = 2_000_000 * CNY
+    cash: Amount = 50_000 * CNY
+
+
+class LargeValue(Rule[LargeValueParams]):
+    """L1: a customer's inflows (or outflows) of one day reach a large-value threshold.
+
+    Inflows and outflows count separately; single or cumulative. Individuals have one
+    threshold for domestic and one for cross-border transfers, non-natural persons one for
+    all transfers, and cash (a movement whose channel is ``cash``) its own.
+    """
+
+    key = "large_value"
+    title = "Large-value transactions (per customer per day)"
+    regulation = "L1"
+    params_type = LargeValueParams
+    defaults = LargeValueParams()
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: LargeValueParams
+    ) -> Finding | None:
+        """Return a finding when the day's total of this kind reaches its threshold."""
+        local = movement.at.astimezone(scope.tz)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        since = start - timedelta(microseconds=1)  # windows are (since, until]
+        if movement.channel == "cash":
+            category, threshold = "cash", params.cash
+            extra = [AmlMovement.channel == "cash"]
+        elif scope.subject.kind == "corporate":
+            category, threshold = "transfers", params.corporate
+            extra = [AmlMovement.channel != "cash"]
+        elif movement.cross_border:
+            category, threshold = "cross_border", params.individual_cross_border
+            extra = [AmlMovement.cross_border.is_(True), AmlMovement.channel != "cash"]
+        else:
+            category, threshold = "domestic", params.individual_domestic
+            extra = [AmlMovement.cross_border.is_(False), AmlMovement.channel != "cash"]
+        window = scope.window
+        until = movement.at
+        totals = window.totals(movement.customer_id, movement.direction, since, until, *extra)
+        if totals.amount < threshold:
+            return None
+        day = start.date().isoformat()
+        return Finding(
+            score=60,
+            pattern=f"{movement.direction}:{day}:{category}",
+            transactions=window.transactions(
+                movement.customer_id, movement.direction, since, until, *extra
+            ),
+            details={
+                "day": day,
+                "direction": movement.direction,
+                "category": category,
+                "threshold": threshold,
+                "total": totals.amount,
+                "count": totals.count,
+            },
+        )
+
+
+# ---------------------------------------------------------------------------- L2 structuring
+
+
+class StructuringParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Several amounts just under a threshold within a window."""
+
+    threshold: Amount = 50_000 * CNY
+    margin_pct: Percent = 10
+    window_hours: Hours = 24
+    min_count: Count = 3
+
+
+class Structuring(Rule[StructuringParams]):
+    """L2: amounts split to stay under a threshold (several just below it in a window)."""
+
+    key = "structuring"
+    title = "Structuring (amounts just under a threshold)"
+    regulation = "L2"
+    params_type = StructuringParams
+    defaults = StructuringParams()
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: StructuringParams
+    ) -> Finding | None:
+        """Return a finding when this and enough others fall within the margin under it."""
+        low = params.threshold - params.threshold * params.margin_pct // 100
+        if not low <= movement.amount < params.threshold:
+            return None
+        near = (AmlMovement.amount >= low, AmlMovement.amount < params.threshold)
+        since = _since(movement, params.window_hours)
+        totals = scope.window.totals(
+            movement.customer_id, movement.direction, since, movement.at, *near
+        )
+        if totals.count < params.min_count:
+            return None
+        return Finding(
+            score=_scaled(totals.count, params.min_count, base=65),
+            pattern=movement.direction,
+            transactions=scope.window.transactions(
+                movement.customer_id, movement.direction, since, movement.at, *near
+            ),
+            details={
+                "direction": movement.direction,
+                "count": totals.count,
+                "total": totals.amount,
+                "band": [low, params.threshold - 1],
+                "window_hours": params.window_hours,
+            },
+        )
+
+
+# ------------------------------------------------------------------------- L2 fan-in, fan-out
+
+
+class FanParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Many distinct counterparties in one direction within a window."""
+
+    window_hours: Hours = 24
+    min_counterparties: Count = 10
+    min_total: Amount = 10_000 * CNY
+
+
+class FanInFanOut(Rule[FanParams]):
+    """L2: funds collected from many sources (fan-in) or spread to many payees (fan-out)."""
+
+    key = "fan_in_fan_out"
+    title = "Fan-in / fan-out (many counterparties in a window)"
+    regulation = "L2"
+    params_type = FanParams
+    defaults = FanParams()
+
+    def evaluate(self, movement: Movement, scope: Scope, params: FanParams) -> Finding | None:
+        """Return a finding when the window holds enough distinct counterparties and money."""
+        if movement.counterparty == OWN_CARD:
+            return None
+        since = _since(movement, params.window_hours)
+        window, customer = scope.window, movement.customer_id
+        parties = window.counterparties(customer, movement.direction, since, movement.at)
+        if parties < params.min_counterparties:
+            return None
+        totals = window.totals(
+            customer, movement.direction, since, movement.at, AmlMovement.counterparty != OWN_CARD
+        )
+        if totals.amount < params.min_total:
+            return None
+        return Finding(
+            score=_scaled(parties, params.min_counterparties, base=60),
+            pattern="fan_in" if movement.direction == "in" else "fan_out",
+            transactions=window.transactions(
+                customer,
+                movement.direction,
+                since,
+                movement.at,
+                AmlMovement.counterparty != OWN_CARD,
+            ),
+            details={
+                "direction": movement.direction,
+                "counterparties": parties,
+                "total": totals.amount,
+                "count": totals.count,
+                "window_hours": params.window_hours,
+            },
+        )
+
+
+# ---------------------------------------------------------------------- L2 rapid pass-through
+
+
+class PassThroughParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Most of an inflow leaves again within hours."""
+
+    window_hours: Hours = 24
+    min_inflow: Amount = 10_000 * CNY
+    out_pct: Percent = 80
+
+
+class RapidPassThrough(Rule[PassThroughParams]):
+    """L2: rapid in-and-out: within the window, outflows reach most of the inflows."""
+
+    key = "rapid_pass_through"
+    title = "Rapid pass-through (money in and straight out)"
+    regulation = "L2"
+    params_type = PassThroughParams
+    defaults = PassThroughParams()
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: PassThroughParams
+    ) -> Finding | None:
+        """Return a finding when an outflow brings the window's outflows to ``out_pct`` of in."""
+        if movement.direction != "out":
+            return None
+        since = _since(movement, params.window_hours)
+        window, customer = scope.window, movement.customer_id
+        inflow = window.totals(customer, "in", since, movement.at)
+        if inflow.amount < params.min_inflow:
+            return None
+        outflow = window.totals(customer, "out", since, movement.at)
+        if outflow.amount * 100 < inflow.amount * params.out_pct:
+            return None
+        return Finding(
+            score=_scaled(outflow.amount, inflow.amount * params.out_pct // 100, base=70),
+            pattern="pass_through",
+            transactions=window.transactions(customer, None, since, movement.at),
+            details={
+                "inflow": inflow.amount,
+                "outflow": outflow.amount,
+                "out_pct": outflow.amount * 100 // inflow.amount,
+                "window_hours": params.window_hours,
+            },
+        )
+
+
+# ----------------------------------------------------------------------------- K2 velocity
+
+
+class VelocityParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Count or amount in a window far above the customer's own baseline."""
+
+    window_hours: Hours = 24
+    baseline_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
+    multiplier: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 5
+    #: Floors under the baseline: a new customer's first payments are not "far above".
+    min_count: Count = 10
+    min_amount: Amount = 50_000 * CNY
+
+
+class Velocity(Rule[VelocityParams]):
+    """K2, L2: activity that does not fit the customer's own profile (count or amount).
+
+    The baseline is the customer's average per window over the ``baseline_days`` before the
+    window; the window must exceed ``multiplier`` times it, and the floor as well.
+    """
+
+    key = "velocity"
+    title = "Velocity (far above the customer's own baseline)"
+    regulation = "L2"
+    params_type = VelocityParams
+    defaults = VelocityParams()
+
+    def evaluate(self, movement: Movement, scope: Scope, params: VelocityParams) -> Finding | None:
+        """Return a finding when the window's count or amount is far above the baseline."""
+        window, customer = scope.window, movement.customer_id
+        since = _since(movement, params.window_hours)
+        now = window.totals(customer, None, since, movement.at)
+        base_since = since - timedelta(days=params.baseline_days)
+        history = window.totals(customer, None, base_since, since)
+        # Integer arithmetic (money never floats): the window against the baseline's
+        # average per window, ``history × window_hours / baseline hours``.
+        hours = params.baseline_days * 24
+        by_count = now.count >= params.min_count and (
+            now.count * hours >= params.multiplier * history.count * params.window_hours
+        )
+        by_amount = now.amount >= params.min_amount and (
+            now.amount * hours >= params.multiplier * history.amount * params.window_hours
+        )
+        base_count = history.count * params.window_hours / hours
+        base_amount = history.amount * params.window_hours // hours
+        if not (by_count or by_amount):
+            return None
+        return Finding(
+            score=70 if by_count and by_amount else 55,
+            pattern="velocity",
+            transactions=window.transactions(customer, None, since, movement.at),
+            details={
+                "count": now.count,
+                "amount": now.amount,
+                "baseline_count": round(base_count, 2),
+                "baseline_amount": base_amount,
+                "by": [name for name, hit in (("count", by_count), ("amount", by_amount)) if hit],
+                "window_hours": params.window_hours,
+            },
+        )
+
+
+# ------------------------------------------------------------------------------ L2 dormant
+
+
+class DormantParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An account silent for long that suddenly moves a notable amount."""
+
+    dormant_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 180
+    min_amount: Amount = 5_000 * CNY
+
+
+class Dormant(Rule[DormantParams]):
+    """L2: a dormant customer suddenly active (no movement for ``dormant_days``)."""
+
+    key = "dormant_reactivated"
+    title = "Dormant account suddenly active"
+    regulation = "L2"
+    params_type = DormantParams
+    defaults = DormantParams()
+
+    def evaluate(self, movement: Movement, scope: Scope, params: DormantParams) -> Finding | None:
+        """Return a finding for a notable movement after a long silence (never the first)."""
+        if movement.amount < params.min_amount:
+            return None
+        last = scope.window.previous(movement.customer_id, movement.at, movement.transaction_id)
+        if last is None or movement.at - last < timedelta(days=params.dormant_days):
+            return None
+        return Finding(
+            score=55,
+            pattern=f"after:{last.date().isoformat()}",
+            transactions=(movement.transaction_id,),
+            details={"silent_days": (movement.at - last).days, "amount": movement.amount},
+        )
+
+
+# --------------------------------------------------------------------------- L2 round amounts
+
+
+class RoundParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Repeated round amounts within a window."""
+
+    unit: Amount = 1_000 * CNY
+    min_amount: Amount = 10_000 * CNY
+    window_hours: Hours = 72
+    min_count: Count = 3
+
+
+class RoundAmounts(Rule[RoundParams]):
+    """L2: a run of round amounts (multiples of ``unit``), typical of made-up transactions."""
+
+    key = "round_amounts"
+    title = "Round-amount pattern"
+    regulation = "L2"
+    params_type = RoundParams
+    defaults = RoundParams()
+
+    def evaluate(self, movement: Movement, scope: Scope, params: RoundParams) -> Finding | None:
+        """Return a finding when this and enough others in the window are round amounts."""
+        if movement.amount < params.min_amount or movement.amount % params.unit:
+            return None
+        since = _since(movement, params.window_hours)
+        rounds = (AmlMovement.amount >= params.min_amount, AmlMovement.amount % params.unit == 0)
+        window, customer = scope.window, movement.customer_id
+        totals = window.totals(customer, movement.direction, since, movement.at, *rounds)
+        if totals.count < params.min_count:
+            return None
+        return Finding(
+            score=_scaled(totals.count, params.min_count, base=45),
+            pattern=movement.direction,
+            transactions=window.transactions(
+                customer, movement.direction, since, movement.at, *rounds
+            ),
+            details={
+                "direction": movement.direction,
+                "count": totals.count,
+                "total": totals.amount,
+                "unit": params.unit,
+            },
+        )
+
+
+# ------------------------------------------------------------------------- L2 unusual hours
+
+
+class HoursParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A movement at an hour the customer almost never uses."""
+
+    lookback_days: Annotated[int, msgspec.Meta(ge=7, le=365)] = 90
+    min_history: Count = 20
+    max_share_pct: Percent = 5
+    min_amount: Amount = 5_000 * CNY
+
+
+class UnusualHours(Rule[HoursParams]):
+    """L2: activity at an hour unusual for this customer (institution time, ±1 hour).
+
+    Needs ``min_history`` earlier movements to know what is usual for the customer.
+    """
+
+    key = "unusual_hours"
+    title = "Activity at unusual hours for the customer"
+    regulation = "L2"
+    params_type = HoursParams
+    defaults = HoursParams()
+
+    def evaluate(self, movement: Movement, scope: Scope, params: HoursParams) -> Finding | None:
+        """Return a finding when few of the customer's earlier movements fell near this hour."""
+        if movement.amount < params.min_amount:
+            return None
+        since = movement.at - timedelta(days=params.lookback_days)
+        history = scope.window.instants(
+            movement.customer_id, since, movement.at, movement.transaction_id
+        )
+        if len(history) < params.min_history:
+            return None
+        hour = movement.at.astimezone(scope.tz).hour
+        near = {(hour - 1) % 24, hour, (hour + 1) % 24}
+        alike = sum(1 for at in history if at.astimezone(scope.tz).hour in near)
+        if alike * 100 > len(history) * params.max_share_pct:
+            return None
+        return Finding(
+            score=40,
+            pattern=f"hour:{hour:02d}",
+            transactions=(movement.transaction_id,),
+            details={"hour": hour, "history": len(history), "at_this_hour": alike},
+        )
+
+
+# ---------------------------------------------------------------------------- L3 watchlists
+
+
+class WatchlistParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which screening outcomes count (L3: from KYC screening)."""
+
+    include_potential: bool = True
+
+
+LISTED = {"confirmed_match": 90, "potential_match": 70}
+
+
+class Watchlist(Rule[WatchlistParams]):
+    """L3: the customer or the counterparty is on a watchlist (KYC screening's verdict).
+
+    Screening hits themselves also land in the queue under this rule (see
+    :func:`custodia.aml.monitoring.consumers`).
+    """
+
+    key = "watchlist"
+    title = "Customer or counterparty on a watchlist"
+    regulation = "L3"
+    params_type = WatchlistParams
+    defaults = WatchlistParams()
+
+    def listed(self, status: str, params: WatchlistParams) -> int:
+        """Return the score a screening status deserves (0: not listed for this rule)."""
+        if status == "potential_match" and not params.include_potential:
+            return 0
+        return LISTED.get(status, 0)
+
+    def evaluate(self, movement: Movement, scope: Scope, params: WatchlistParams) -> Finding | None:
+        """Return a finding when either side of the movement is a (potential) match."""
+        own = self.listed(scope.subject.screening_status, params)
+        other = scope.counterparty
+        theirs = self.listed(other.screening_status, params) if other else 0
+        if not own and not theirs:
+            return None
+        who = "customer" if own >= theirs else "counterparty"
+        listed = scope.subject if who == "customer" else other
+        assert listed is not None  # noqa: S101 - theirs > 0 only with a counterparty
+        return Finding(
+            score=max(own, theirs),
+            pattern=f"{who}:{listed.customer_id}",
+            transactions=(movement.transaction_id,),
+            details={
+                "listed": who,
+                "listed_customer_id": listed.customer_id,
+                "screening_status": listed.screening_status,
+            },
+        )
+
+
+# ----------------------------------------------------------------------- K1/K2 high risk
+
+
+class HighRiskParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A high-risk customer moving large amounts (cumulative in a window)."""
+
+    min_amount: Amount = 50_000 * CNY
+    window_hours: Hours = 24
+
+
+class HighRiskLarge(Rule[HighRiskParams]):
+    """K1, K2: a customer rated high risk moves at least ``min_amount`` in the window."""
+
+    key = "high_risk_large"
+    title = "High-risk customer moving large amounts"
+    regulation = "K2"
+    params_type = HighRiskParams
+    defaults = HighRiskParams()
+
+    def evaluate(self, movement: Movement, scope: Scope, params: HighRiskParams) -> Finding | None:
+        """Return a finding when a high-risk customer's window total reaches the amount."""
+        if scope.subject.risk_level != "high":
+            return None
+        since = _since(movement, params.window_hours)
+        window, customer = scope.window, movement.customer_id
+        totals = window.totals(customer, movement.direction, since, movement.at)
+        if totals.amount < params.min_amount:
+            return None
+        return Finding(
+            score=_scaled(totals.amount, params.min_amount, base=65),
+            pattern=movement.direction,
+            transactions=window.transactions(customer, movement.direction, since, movement.at),
+            details={
+                "direction": movement.direction,
+                "total": totals.amount,
+                "count": totals.count,
+                "risk_level": "high",
+            },
+        )
+
+
+#: Every rule, by key, in the order they are evaluated and listed.
+RULES: dict[str, Rule[Any]] = {
+    rule.key: rule
+    for rule in (
+        LargeValue(),
+        Structuring(),
+        FanInFanOut(),
+        RapidPassThrough(),
+        Velocity(),
+        Dormant(),
+        RoundAmounts(),
+        UnusualHours(),
+        Watchlist(),
+        HighRiskLarge(),
+    )
+}

@@ -1,0 +1,233 @@
+"""The monitoring pipeline under failure and concurrency (issue 7 item 1).
+
+Every posted transaction reaches the rules through the outbox; several workers share the
+backlog on PostgreSQL; each event is evaluated once; a worker that dies loses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from custodia import aml
+from custodia.aml.models import AmlAlert, AmlAlertTransaction, AmlMovement
+from custodia.aml.monitoring import SCREENING_HIT, TRANSACTION_POSTED
+from custodia.api.app import create_app
+from custodia.api.runtime import Runtime
+from custodia.core.actors import Context, Role
+from custodia.core.clock import ManualClock
+from custodia.core.metrics import Metrics
+from custodia.core.models import OutboxEvent
+from custodia.core.outbox import ConsumerRegistry, OutboxMessage, OutboxProcessor
+from custodia.core.settings import Settings
+from tests.accounts.conftest import Customer, onboard
+from tests.aml.conftest import CNY, LEAD, Feed, deliver
+from tests.factories import StaffLogin, bearer, make_client, person_body
+
+Client = TestClient[Any]
+
+
+@pytest.fixture
+def committing_client(committing_runtime: Runtime, settings: Settings) -> Iterator[Client]:
+    """An HTTP client for the app on the committing database."""
+    with TestClient(create_app(settings, runtime=committing_runtime)) as test_client:
+        yield test_client
+
+
+def _post_transfers(
+    client: Client, runtime: Runtime, clock: ManualClock, count: int
+) -> tuple[Customer, list[Customer], list[str]]:
+    """Fund a payer and send ``count`` transfers to two payees; return the transfer ids."""
+    app = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    payer = onboard(client, app, clock, funds=900 * CNY)
+    payees = [onboard(client, app, clock) for _ in range(2)]
+    sent = []
+    for n in range(count):
+        done = payer.transfer(payees[n % 2].account, 10 * CNY)
+        assert done.status_code == 201, done.text
+        sent.append(done.json()["id"])
+    return payer, payees, sent
+
+
+def _every_transfer_is_a_large_value(runtime: Runtime, clock: ManualClock) -> None:
+    """Lower L1's threshold to one fen, so that every movement belongs to an alert."""
+    change = aml.RuleChange(params={"individual_domestic": 1})
+    ctx = Context(LEAD, clock.now())
+    runtime.db.run(lambda s: aml.update_rule(s, "large_value", change, ctx=ctx))
+
+
+def _monitoring_only(runtime: Runtime, wrap: Any = None) -> ConsumerRegistry:
+    registry = ConsumerRegistry()
+    consumer = aml.consumers(runtime.monitoring_policy, clock=runtime.clock, ids=runtime.ids)[
+        TRANSACTION_POSTED
+    ]
+    registry.register(TRANSACTION_POSTED, "aml", wrap(consumer) if wrap else consumer)
+    return registry
+
+
+def _processor(runtime: Runtime, registry: ConsumerRegistry, batch_size: int) -> OutboxProcessor:
+    return OutboxProcessor(
+        runtime.db, registry, clock=runtime.clock, metrics=Metrics(), batch_size=batch_size
+    )
+
+
+def _state(runtime: Runtime, payer: Customer) -> dict[str, Any]:
+    def read(s: Session) -> dict[str, Any]:
+        events = s.execute(
+            select(OutboxEvent.status, OutboxEvent.attempts).where(
+                OutboxEvent.event_type == TRANSACTION_POSTED
+            )
+        ).all()
+        sides = Counter(s.execute(select(AmlMovement.transaction_id, AmlMovement.direction)).all())
+        out_alerts = (
+            s.execute(
+                select(AmlAlert.id).where(
+                    AmlAlert.customer_id == payer.id, AmlAlert.pattern.like("out:%")
+                )
+            )
+            .scalars()
+            .all()
+        )
+        links = Counter(
+            s.execute(
+                select(AmlAlertTransaction.transaction_id).where(
+                    AmlAlertTransaction.alert_id.in_(out_alerts)
+                )
+            ).scalars()
+        )
+        return {
+            "events": Counter(events),
+            "sides": sides,
+            "out_alerts": len(out_alerts),
+            "links": links,
+            "movements": s.execute(select(func.count()).select_from(AmlMovement)).scalar_one(),
+        }
+
+    return runtime.db.run(read, read_only=True)
+
+
+def _assert_each_evaluated_once(state: dict[str, Any], sent: list[str], events: int) -> None:
+    assert state["events"] == Counter({("done", 1): events})  # one committed delivery each
+    assert set(state["sides"].values()) == {1}
+    assert all(state["sides"][(t, "out")] == 1 and state["sides"][(t, "in")] == 1 for t in sent)
+    assert state["out_alerts"] == 1  # folded into one alert, never duplicated
+    assert state["links"] == Counter(dict.fromkeys(sent, 1))
+
+
+def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
+    committing_client: Client, committing_runtime: Runtime, clock: ManualClock
+) -> None:
+    """The batch dies with the worker; the next worker evaluates every event exactly once."""
+    runtime = committing_runtime
+    _every_transfer_is_a_large_value(runtime, clock)
+    payer, _, sent = _post_transfers(committing_client, runtime, clock, 12)
+    events = len(sent) + 1  # and the top-up
+
+    class Killed(BaseException):
+        """Stands for the process dying (not an Exception: nothing may catch it)."""
+
+    calls = 0
+
+    def dying(consumer: Any) -> Any:
+        def wrapped(session: Session, message: OutboxMessage) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 7:
+                raise Killed
+            consumer(session, message)
+
+        return wrapped
+
+    with pytest.raises(Killed):
+        _processor(runtime, _monitoring_only(runtime, dying), batch_size=50).process_batch()
+    before = _state(runtime, payer)
+    assert before["movements"] == 0
+    assert before["events"] == Counter({("pending", 0): events})
+
+    processor = _processor(runtime, _monitoring_only(runtime), batch_size=50)
+    assert processor.process_batch() == events
+    assert processor.process_batch() == 0
+    _assert_each_evaluated_once(_state(runtime, payer), sent, events)
+
+
+@pytest.mark.postgres_only
+def test_two_workers_never_evaluate_an_event_twice(
+    committing_client: Client, committing_runtime: Runtime, clock: ManualClock
+) -> None:
+    """SKIP LOCKED shares the backlog; concurrent findings of one pattern fold into one alert."""
+    runtime = committing_runtime
+    _every_transfer_is_a_large_value(runtime, clock)
+    payer, _, sent = _post_transfers(committing_client, runtime, clock, 40)
+    events = len(sent) + 1
+    registry = _monitoring_only(runtime)
+    per_worker = Counter[int]()
+
+    def drain(worker: int) -> None:
+        processor = _processor(runtime, registry, batch_size=3)
+        while (handled := processor.process_batch()) > 0:
+            per_worker[worker] += handled
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+    assert per_worker[0] > 0
+    assert per_worker[1] > 0
+    assert per_worker[0] + per_worker[1] == events
+    _assert_each_evaluated_once(_state(runtime, payer), sent, events)
+
+
+def test_a_screening_hit_lands_in_the_alert_queue(runtime: Runtime, feed: Feed) -> None:
+    """L3: a KYC watchlist hit becomes a watchlist alert, once per hit."""
+    customer = feed.customer()
+    consumer = aml.consumers(runtime.monitoring_policy, clock=runtime.clock, ids=runtime.ids)[
+        SCREENING_HIT
+    ]
+    message = OutboxMessage(
+        id="evt_test",
+        event_type=SCREENING_HIT,
+        payload={"hit_id": "hit_test", "customer_id": customer, "subject": "customer",
+                 "list_id": "TEST", "score": 91},
+        created_at=runtime.clock.now(),
+        attempt=1,
+    )  # fmt: skip
+    runtime.db.run(lambda s: consumer(s, message))
+    runtime.db.run(lambda s: consumer(s, message))
+    [alert] = feed.alerts(customer)
+    assert (alert.rule, alert.pattern, alert.score, alert.severity) == (
+        "watchlist",
+        "hit:hit_test",
+        91,
+        "high",
+    )
+
+
+def test_onboarding_a_listed_person_puts_the_hit_in_the_alert_queue(
+    client: Client, runtime: Runtime, lead: StaffLogin, officer: StaffLogin
+) -> None:
+    """L3: the KYC screening hit of a new customer reaches the queue through the outbox."""
+    loaded = client.post(
+        "/v1/aml/watchlists",
+        content=b'{"list_id": "TEST", "name": "Zhang Wei", "nationality": "CN"}\n',
+        headers={**lead.headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert loaded.status_code == 201, loaded.text
+    app = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    customer = client.post("/v1/customers", json=person_body(name="张伟"), headers=app).json()
+    assert customer["screening_status"] == "potential_match"
+    deliver(runtime)
+    listed = client.get(
+        "/v1/aml/alerts", params={"customer_id": customer["id"]}, headers=officer.headers
+    ).json()["items"]
+    assert [(a["rule"], a["pattern"][:4], a["details"]["source"]) for a in listed] == [
+        ("watchlist", "hit:", "screening")
+    ]

@@ -1,0 +1,69 @@
+"""Window aggregates are index range scans of one customer's rows, never a journal scan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from custodia.aml import monitoring
+from custodia.aml.config import rule_states
+from custodia.aml.windows import Movement
+from custodia.api.runtime import Runtime
+from custodia.core.actors import SYSTEM, Context
+from custodia.core.clock import ManualClock
+from tests.aml.conftest import CNY, Feed
+
+_INDEXES = ("ix_aml_movements_window", "ix_aml_movements_customer_at")
+
+
+def test_every_rule_query_on_movements_uses_a_customer_index(
+    runtime: Runtime, engine: Engine, clock: ManualClock, feed: Feed
+) -> None:
+    """Issue 7 item 2: each query the ten rules send is planned on a per-customer index."""
+    customer = feed.customer(risk_level="high")
+    for n in range(3):
+        feed.move(customer, (n + 1) * 10_000 * CNY, rule="large_value")
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM aml_movements" in statement and statement.lstrip().startswith("SELECT"):
+            captured.append((statement, params))
+
+    movement = Movement(
+        transaction_id="txn_plan", customer_id=customer, direction="out", type="transfer",
+        amount=50_000 * CNY, currency="CNY", counterparty="cus_other", cross_border=False,
+        channel="api", at=clock.now(),
+    )  # fmt: skip
+    ctx = Context(SYSTEM, clock.now())
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        runtime.db.run(
+            lambda s: monitoring.observe(
+                s, movement, feed.people, rule_states(s, ctx.now),
+                policy=runtime.monitoring_policy, ctx=ctx, ids=runtime.ids,
+            )
+        )  # fmt: skip
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert len(captured) >= 10  # every rule asked something
+
+    def plans(statement: str, params: Any) -> str:
+        def explain(session: Any) -> str:
+            conn = session.connection()
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                rows = conn.exec_driver_sql("EXPLAIN " + statement, params).all()
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = on")
+            else:
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            return "\n".join(str(r[-1]) for r in rows)
+
+        return str(runtime.db.run(explain))
+
+    for statement, params in captured:
+        plan = plans(statement, params)
+        assert any(index in plan for index in _INDEXES), (statement, plan)
+        assert "Seq Scan on aml_movements" not in plan, plan
+        assert "SCAN aml_movements\n" not in plan + "\n", plan
