@@ -88,9 +88,24 @@ def test_serialization_failure_reruns_the_whole_unit(
     assert _retries(metrics, "serialization_failure") == 1
 
 
+def _bump(unit: Any, event_id: str) -> None:
+    """Add one to an event's attempts through a session or a driver connection."""
+    if isinstance(unit, Session):
+        unit.execute(
+            text("UPDATE outbox_events SET attempts = attempts + 1 WHERE id = :id"),
+            {"id": event_id},
+        )
+    else:
+        unit.execute("UPDATE outbox_events SET attempts = attempts + 1 WHERE id = %s", (event_id,))
+
+
 @pytest.mark.postgres_only
-def test_deadlock_victim_is_retried(committing_db: Database, engine: Engine) -> None:
-    """Two units locking two rows in opposite order both finish; the deadlock victim re-ran."""
+@pytest.mark.parametrize("runner", ["run", "run_driver"])
+def test_deadlock_victim_is_retried(committing_db: Database, engine: Engine, runner: str) -> None:
+    """Two units locking two rows in opposite order both finish; the deadlock victim re-ran.
+
+    ``run_driver`` is the transfer fast path's unit (a psycopg connection, no ORM).
+    """
     metrics = Metrics()
     db = Database(engine, observer=metrics, retry=RetryPolicy(attempts=5, base_delay_s=0.01))
     first, second = _event(db), _event(db)
@@ -100,59 +115,16 @@ def test_deadlock_victim_is_retried(committing_db: Database, engine: Engine) -> 
     def transfer(a: str, b: str) -> None:
         attempts = 0
 
-        def work(session: Session) -> None:
+        def work(unit: Any) -> None:
             nonlocal attempts
             attempts += 1
-            bump = text("UPDATE outbox_events SET attempts = attempts + 1 WHERE id = :id")
-            session.execute(bump, {"id": a})
+            _bump(unit, a)
             if attempts == 1:
                 barrier.wait()
-            session.execute(bump, {"id": b})
+            _bump(unit, b)
 
         try:
-            db.run(work)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=transfer, args=(first, second)),
-        threading.Thread(target=transfer, args=(second, first)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
-    assert _attempts_of(db, first) == 2
-    assert _attempts_of(db, second) == 2
-    assert _retries(metrics, "deadlock") == 1
-
-
-@pytest.mark.postgres_only
-def test_a_driver_unit_is_retried_as_a_deadlock_victim_and_commits_once(
-    committing_db: Database, engine: Engine
-) -> None:
-    """Database.run_driver (the transfer fast path) re-runs a deadlock victim, commits both."""
-    metrics = Metrics()
-    db = Database(engine, observer=metrics, retry=RetryPolicy(attempts=5, base_delay_s=0.01))
-    first, second = _event(db), _event(db)
-    barrier = threading.Barrier(2, timeout=10)
-    errors: list[BaseException] = []
-    bump = "UPDATE outbox_events SET attempts = attempts + 1 WHERE id = %s"
-
-    def transfer(a: str, b: str) -> None:
-        attempts = 0
-
-        def work(conn: Any) -> None:
-            nonlocal attempts
-            attempts += 1
-            conn.execute(bump, (a,))
-            if attempts == 1:
-                barrier.wait()
-            conn.execute(bump, (b,))
-
-        try:
-            db.run_driver(work)
+            getattr(db, runner)(work)
         except BaseException as exc:  # noqa: BLE001 - reported to the test thread
             errors.append(exc)
 
