@@ -91,25 +91,25 @@ _FINISH = (
     "response_body = %(r_body)s, response_content_type = %(r_content_type)s "
     "WHERE scope = %(r_scope)s AND key = %(r_key)s"
 )
-_KEY = Sql("SELECT customer_id, public_key FROM customer_signing_keys WHERE id = :id")
+_KEY = Sql("SELECT public_key FROM customer_signing_keys WHERE id = :id")
 _PURPOSE = "a corporate transfer over 50,000 CNY states its purpose"
 
 
 class DeviceKeys:
     """The public halves of customers' device keys, by key id, cached per process.
 
-    Only the public half and its owner are kept (both never change); revocation is checked
-    by the transfer function on every use. Bounded: the oldest entries go first.
+    A key's public half never changes; whose key it is and whether it is still live are
+    checked by the transfer function on every use. Bounded: the oldest entries go first.
     """
 
     def __init__(self, fetch_one: FetchOne, *, size: int = 200_000) -> None:
         self._fetch_one = fetch_one
         self._size = size
-        self._keys: OrderedDict[str, tuple[str, Ed25519PublicKey]] = OrderedDict()
+        self._keys: OrderedDict[str, Ed25519PublicKey] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, key_id: str) -> tuple[str, Ed25519PublicKey] | None:
-        """Return the key's customer and public half (None for an unknown key)."""
+    def get(self, key_id: str) -> Ed25519PublicKey | None:
+        """Return the key's public half (None for an unknown key)."""
         found = self._keys.get(key_id)
         if found is not None:
             return found
@@ -117,10 +117,9 @@ class DeviceKeys:
         if row is None:
             return None
         try:
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(row[1]))
+            found = Ed25519PublicKey.from_public_bytes(base64.b64decode(row[0]))
         except (binascii.Error, ValueError):
             return None
-        found = (str(row[0]), public)
         with self._lock:
             self._keys[key_id] = found
             while len(self._keys) > self._size:
@@ -133,7 +132,7 @@ class DeviceKeys:
         if key is None or not signature:
             return False
         try:
-            key[1].verify(base64.b64decode(signature, validate=True), message)
+            key.verify(base64.b64decode(signature, validate=True), message)
         except (binascii.Error, ValueError, InvalidSignature):
             return False
         return True
