@@ -1,0 +1,149 @@
+"""Monitoring lag while transfers run, and how fast the rules drain a backlog (issue 7).
+
+1. A fresh PostgreSQL database gets N funded accounts, loaded as ``bench/transfers.py``
+   loads them (through the service layer).
+2. ``custodia serve --workers 2`` and one ``custodia worker`` (the outbox consumers, AML
+   monitoring among them, every rule enabled at its defaults) run on it; wrk drives
+   pre-signed ``POST /v1/transfers`` at 8 connections for the duration. ``/metrics`` is
+   read every half second: ``custodia_aml_monitoring_lag_seconds`` (age of the oldest
+   posted transaction the rules have not evaluated) and the pending count.
+3. Then the load stops and the worker drains what is left: transactions evaluated per
+   second, against the transfer rate.
+
+    .venv/bin/python bench/monitoring.py [--accounts 2000] [--duration 30]
+
+Goal (issue 7): rules throughput ≥ 2 × the transfer rate, so that the lag's p99 stays under
+2 s while transfers run at full speed. Writes ``bench/results/monitoring.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+from bench.common import CUSTODIA, RESULTS, run, scratch_database, serving, wrk
+from bench.transfers import LUA, _load, _requests
+
+_LAG = re.compile(r"^custodia_aml_monitoring_lag_seconds (\S+)$", re.MULTILINE)
+_PENDING = re.compile(r"^custodia_aml_monitoring_pending_transactions (\S+)$", re.MULTILINE)
+
+
+def _sample(base: str) -> tuple[float, float]:
+    """Return the monitoring lag (s) and the pending transactions from ``/metrics``."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    lag, pending = _LAG.search(text), _PENDING.search(text)
+    assert lag and pending, "the monitoring metrics are missing from /metrics"
+    return float(lag[1]), float(pending[1])
+
+
+def main() -> None:  # noqa: PLR0915 - one linear script
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=2_000)
+    parser.add_argument("--duration", type=int, default=30)
+    args = parser.parse_args()
+    with scratch_database("monitoring") as (url, var, env):
+        import psycopg  # noqa: PLC0415
+
+        key = json.loads(
+            run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
+                "--json", env=env)
+        )  # fmt: skip
+        half = args.accounts // 2
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            parts = pool.map(_load, [(env, 0, half), (env, half, args.accounts)])
+        accounts = [row for part in parts for row in part]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE customers SET created_by = %s", (key["id"],))
+            conn.execute("VACUUM ANALYZE")
+        script = var / "transfer.lua"
+        script.write_text(LUA)
+        batch = var / "load.tsv"
+        _requests(batch, accounts, 60_000, "mon", 1)
+        worker_log = (var / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [CUSTODIA, "worker"], env=env, stdout=worker_log, stderr=subprocess.STDOUT
+        )
+        try:
+            with serving(env, var / "server.log") as (base, _):
+                # The loading's own events (top-ups, registrations) are drained first.
+                while _sample(base)[1] > 0:
+                    time.sleep(1)
+                samples: list[float] = []
+                done = threading.Event()
+
+                def watch() -> None:
+                    while not done.is_set():
+                        samples.append(_sample(base)[0])
+                        time.sleep(0.5)
+
+                watcher = threading.Thread(target=watch, daemon=True)
+                watcher.start()
+                cell = wrk(base, script, 8, args.duration, headers={}, env={
+                    "CUSTODIA_BENCH_REQUESTS": str(batch),
+                    "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+                })  # fmt: skip
+                done.set()
+                watcher.join()
+                lag_end, pending_end = _sample(base)
+                started = time.monotonic()
+                while _sample(base)[1] > 0:
+                    time.sleep(0.2)
+                drain_s = time.monotonic() - started
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        with psycopg.connect(url) as conn:
+            evaluated = conn.execute(
+                "SELECT count(DISTINCT transaction_id) FROM aml_movements"
+            ).fetchone()
+            alerts = conn.execute("SELECT count(*) FROM aml_alerts").fetchone()
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    drain_rate = pending_end / drain_s if drain_s > 0 else float("inf")
+    rate = cell["ok_per_s"]
+    lines = [
+        "# Monitoring lag and rules throughput",
+        "",
+        (
+            f"PostgreSQL 15, {len(accounts):,} funded accounts, `custodia serve --workers 2` "
+            f"and one `custodia worker` (every AML rule at its defaults), wrk at 8 "
+            f"connections for {args.duration} s, on {datetime.now(UTC):%Y-%m-%d}."
+        ),
+        "",
+        f"- Transfers while monitored: **{rate:,.0f}/s** (p99 {cell['p99']:.0f} ms).",
+        (
+            f"- Monitoring lag, sampled every 0.5 s ({len(samples)} samples): median "
+            f"{statistics.median(samples):.2f} s, **p99 {p99:.2f} s**, max {samples[-1]:.2f} s."
+        ),
+        (
+            f"- Left when the load stopped: {pending_end:.0f} transactions (lag "
+            f"{lag_end:.1f} s), drained in {drain_s:.1f} s: **{drain_rate:,.0f} "
+            f"transactions/s** evaluated with the load off, "
+            f"{drain_rate / rate:.1f} × the transfer rate."
+        ),
+        (
+            f"- Transactions evaluated in all: {evaluated[0] if evaluated else '?'}; alerts "
+            f"raised: {alerts[0] if alerts else '?'}."
+        ),
+    ]
+    table = "\n".join(lines)
+    print("\n" + table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "monitoring.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
