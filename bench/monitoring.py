@@ -109,7 +109,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             evaluated = conn.execute(
                 "SELECT count(DISTINCT transaction_id) FROM aml_movements"
             ).fetchone()
-            alerts = conn.execute("SELECT count(*) FROM aml_alerts").fetchone()
+            alerts = conn.execute(
+                "SELECT rule, count(*) FROM aml_alerts GROUP BY rule ORDER BY 2 DESC"
+            ).fetchall()
     samples.sort()
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
     drain_rate = pending_end / drain_s if drain_s > 0 else float("inf")
@@ -136,7 +138,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         ),
         (
             f"- Transactions evaluated in all: {evaluated[0] if evaluated else '?'}; alerts "
-            f"raised: {alerts[0] if alerts else '?'}."
+            f"raised: {sum(n for _, n in alerts)} ("
+            + ", ".join(f"{rule} {n}" for rule, n in alerts)
+            + ")."
         ),
     ]
     table = "\n".join(lines)
