@@ -37,6 +37,15 @@ def run(*args: str, env: dict[str, str]) -> str:
     ).stdout
 
 
+def onboarding_app(env: dict[str, str]) -> dict[str, str]:
+    """Create an onboarding app's API client with the CLI; return its ``id`` and ``key``."""
+    made: dict[str, str] = json.loads(
+        run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
+            "--json", env=env)
+    )  # fmt: skip
+    return made
+
+
 @contextmanager
 def scratch_database(prefix: str) -> Iterator[tuple[str, Path, dict[str, str]]]:
     """Yield a new PostgreSQL database's URL, a var dir and the environment using both."""

@@ -19,7 +19,6 @@ Goal (issue 7): rules throughput ≥ 2 × the transfer rate, so that the lag's p
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import re
 import statistics
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
-from bench.common import CUSTODIA, RESULTS, run, scratch_database, serving, wrk
+from bench.common import CUSTODIA, RESULTS, onboarding_app, scratch_database, serving, wrk
 from bench.transfers import LUA, _load, _requests
 
 _LAG = re.compile(r"^custodia_aml_monitoring_lag_seconds (\S+)$", re.MULTILINE)
@@ -57,10 +56,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     with scratch_database("monitoring") as (url, var, env):
         import psycopg  # noqa: PLC0415
 
-        key = json.loads(
-            run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
-                "--json", env=env)
-        )  # fmt: skip
+        key = onboarding_app(env)
         half = args.accounts // 2
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             parts = pool.map(_load, [(env, 0, half), (env, half, args.accounts)])

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (
     CUSTODIA,
     RESULTS,
+    onboarding_app,
     pgbench,
     refusals,
     rss_mib,
@@ -131,19 +132,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                     + "\n"
                 )
         run(CUSTODIA, "watchlists", "load", str(listing), env=env)
-        key = json.loads(
-            run(
-                CUSTODIA,
-                "clients",
-                "create",
-                "--kind",
-                "onboarding_app",
-                "--name",
-                "bench",
-                "--json",
-                env=env,
-            )
-        )["key"]
+        key = onboarding_app(env)["key"]
         # Only the one list version is screened against; drop the re-screen events it queued.
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DELETE FROM outbox_events")

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     RESULTS,
+    onboarding_app,
     pgbench,
     profile_summary,
     refusals,
@@ -297,10 +298,7 @@ def _sqlite_cells(
     db.parent.mkdir()
     lite = {**env, "CUSTODIA_DATABASE_URL": f"sqlite:///{db}"}
     run(CUSTODIA, "db", "upgrade", env=lite)
-    key = json.loads(
-        run(CUSTODIA, "clients", "create", "--kind", "onboarding_app", "--name", "bench",
-            "--json", env=lite)
-    )  # fmt: skip
+    key = onboarding_app(lite)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         accounts = pool.map(_load, [(lite, 0, SQLITE_ACCOUNTS)])[0]
     with sqlite3.connect(db) as conn:
@@ -331,21 +329,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     with scratch_database("transfers") as (url, var, env):
         import psycopg  # noqa: PLC0415
 
-        from bench.common import CUSTODIA, run  # noqa: PLC0415
-
-        key = json.loads(
-            run(
-                CUSTODIA,
-                "clients",
-                "create",
-                "--kind",
-                "onboarding_app",
-                "--name",
-                "bench",
-                "--json",
-                env=env,
-            )
-        )
+        key = onboarding_app(env)
         started = datetime.now(UTC)
         half = args.accounts // 2
         with multiprocessing.get_context("spawn").Pool(2) as pool:
