@@ -1,4 +1,4 @@
-"""Transfers on PostgreSQL in one call of ``custodia_transfer`` (migration 0008).
+"""Transfers on PostgreSQL in one call of ``custodia_transfer`` (migrations 0008, 0010).
 
 The general path (:func:`custodia.accounts.movements.transfer`) sends ten statements per
 transfer through the ORM; a transfer authorised by device signatures alone — the common
@@ -12,7 +12,8 @@ server-side function instead, in the same transaction and order, with the same r
 2. the function: idempotency claim or replay, the payer's account and customer (visible to
    the caller), the payee's account, statuses (K2, K7, A3), a corporate transfer's purpose
    (B2), the payment lock and the key (K3), the limits (R5, R6, K4), the conditional debit
-   and the journal (B1), the audit events and the outbox event;
+   and the journal (B1), the hold on a payee whose settlement is delayed (K2), the audit
+   events and the outbox event;
 3. here again: the transaction record with both names sealed for it (B2, K5) and the stored
    response, in one statement; then the COMMIT.
 
@@ -47,6 +48,7 @@ from custodia.accounts.errors import (
     LimitExceeded,
 )
 from custodia.accounts.movements import (
+    HELD_UNTIL_RELEASED,
     TRANSACTION_POSTED,
     Authorisation,
     Collaborators,
@@ -242,7 +244,7 @@ def _payload(
     c: Collaborators,
     store: IdempotencyStore,
 ) -> dict[str, Any]:
-    """Return what the transfer function is told besides the factor (see migration 0008)."""
+    """Return what the transfer function is told besides the factor (migrations 0008, 0010)."""
     policy = c.limits
     local = ctx.now.astimezone(policy.tz)
     tier = limits.daily_tier(["signature"])
@@ -270,6 +272,8 @@ def _payload(
         "request_id": ctx.request_id,
         "audit_action": audit.AuditAction.TRANSFER.value,
         "audit_details": audit.canonical_details(audit_details(view)),
+        "hold_id": c.ids.new(IdPrefix.HOLD),  # used only if the payee's settlement is delayed
+        "hold_until": HELD_UNTIL_RELEASED.isoformat(),
         "event_id": c.ids.new(IdPrefix.EVENT),
         "event_type": TRANSACTION_POSTED,
         "event_payload": posted_event(view),

@@ -86,6 +86,8 @@ class PaymentAccount(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(String(200))
+    #: The AML measure (``act_…``) holding the account's incoming value (K2), or None.
+    settlement_delayed_by: Mapped[str | None] = mapped_column(String(40))
     consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"))
     opened_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]

@@ -20,13 +20,16 @@ outbox event. A refusal anywhere rolls all of it back.
   to more than the payment.
 
 Frozen accounts refuse debits (K2); a restricted customer may only withdraw to their own
-card; a closing account may only be emptied to the customer's own card.
+card; a closing account may only be emptied to the customer's own card. An account whose
+settlement compliance delayed (K2, ``settlement_delayed_by``) still receives transfers and
+refunds, but each such credit is held at once (a ledger hold under the measure's id) until
+compliance releases it: it is in the balance, not in the available balance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
@@ -56,7 +59,13 @@ from custodia.accounts.models import (
     PaymentRefunds,
     PaymentTransaction,
 )
-from custodia.accounts.service import card_number, load, load_merchant, prefetch
+from custodia.accounts.service import (
+    card_number,
+    load,
+    load_merchant,
+    prefetch,
+    settlement_hold_reference,
+)
 from custodia.agreements import RiskWarningPolicy
 from custodia.core import audit
 from custodia.core.actors import SYSTEM, Context
@@ -78,6 +87,8 @@ PAYOUT_REQUESTED = "accounts.payout_requested"
 #: Merchant categories whose goods are investment products (R5: Class III only).
 INVESTMENT_MCCS = frozenset({"6211", "6051"})
 MAX_AMOUNT = 10**13  # minor units; far above any limit, below 64-bit trouble
+#: A delayed settlement's hold lasts until compliance releases it (K2): it never expires.
+HELD_UNTIL_RELEASED = datetime(9999, 12, 31, tzinfo=UTC)
 
 _RECORD = insert(table_of(PaymentTransaction)).inline()
 _REFUNDS = table_of(PaymentRefunds)
@@ -419,6 +430,28 @@ def posted_event(view: TransactionView) -> dict[str, Any]:
     }
 
 
+def _hold_if_delayed(
+    session: Session, account: PaymentAccount, amount: int, *, ctx: Context, c: Collaborators
+) -> None:
+    """Hold a credit to an account whose settlement compliance delayed (K2, Art. 23).
+
+    The hold never expires: compliance releases it (``lift``, or the alert's decision).
+    The PostgreSQL transfer function does the same (migration 0010).
+    """
+    if account.settlement_delayed_by is None:
+        return
+    ledger.authorize(
+        session,
+        c.ids.new(IdPrefix.HOLD),
+        account_id=account.id,
+        currency="CNY",
+        amount=amount,
+        expires_at=HELD_UNTIL_RELEASED,
+        now=ctx.now,
+        reference=settlement_hold_reference(account.settlement_delayed_by),
+    )
+
+
 def _record(session: Session, *, ctx: Context, c: Collaborators, **fields: Any) -> TransactionView:
     """Write the record (``fields``: :func:`record_of`'s), its audit and outbox events."""
     view, row = record_of(ctx=ctx, c=c, **fields)
@@ -479,6 +512,7 @@ def transfer(
         session, "transfer", account=payer_account, customer=payer, payee=payee_account.id,
         amount=cmd.amount, auth=auth, ctx=ctx, c=c,
     )  # fmt: skip
+    _hold_if_delayed(session, payee_account, cmd.amount, ctx=ctx, c=c)
     payee = kyc.load(session, payee_account.customer_id)
     return _record(
         session,
@@ -617,6 +651,7 @@ def refund(
         legs=[ledger.Leg(merchant.id, payer_account.id, amount)],
         now=ctx.now,
     )
+    _hold_if_delayed(session, payer_account, amount, ctx=ctx, c=c)
     return _record(
         session,
         transaction_id=transaction_id,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from stdnum import luhn
@@ -44,6 +44,7 @@ from custodia.core.outbox import OutboxMessage, publish
 from custodia.core.vault import BlindIndexer, Vault
 from custodia.kyc.customers import decrypt_field, passed_channels
 from custodia.kyc.models import Customer
+from custodia.ledger.models import LedgerHold
 
 CARD_INDEX = "card_number"
 ACCOUNT_OPENED = "accounts.account_opened"
@@ -289,6 +290,69 @@ def unfreeze(session: Session, account_id: str, *, reason: str, ctx: Context) ->
         ctx=ctx,
     )
     return _view(session, account)
+
+
+def delay_settlement(session: Session, account_id: str, *, action_id: str, ctx: Context) -> bool:
+    """Hold the account's incoming value from now on, under measure ``action_id`` (K2).
+
+    Returns False (and changes nothing) when the account is closed or already delayed.
+    Credits are held by :mod:`custodia.accounts.movements` and the PostgreSQL transfer
+    function as they are posted; nothing already in the balance is touched.
+    """
+    account = load(session, account_id, for_update=True)
+    if account.status == "closed" or account.settlement_delayed_by is not None:
+        return False
+    account.settlement_delayed_by = action_id
+    account.updated_at = ctx.now
+    session.flush()
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.ACCOUNT_SETTLEMENT_DELAYED,
+        target=account.id,
+        customer_id=account.customer_id,
+        details={"measure": action_id},
+    )
+    return True
+
+
+def settlement_hold_reference(action_id: str) -> str:
+    """Return the ledger reference of the holds a delayed settlement places (K2)."""
+    return f"aml:{action_id}"
+
+
+def release_settlement(
+    session: Session, account_id: str, *, reason: str, ctx: Context
+) -> int | None:
+    """End the account's delayed settlement, release what it held; return the amount (K2).
+
+    Returns None when the account's settlement was not delayed (nothing changes).
+    """
+    account = load(session, account_id, for_update=True)
+    measure = account.settlement_delayed_by
+    if measure is None:
+        return None
+    reference = settlement_hold_reference(measure)
+    released = session.scalar(
+        select(func.coalesce(func.sum(LedgerHold.amount), 0)).where(
+            LedgerHold.reference == reference,
+            LedgerHold.account_id == account.id,
+            LedgerHold.status == "active",
+        )
+    )
+    holds = ledger.void_referenced(session, reference, account.id, now=ctx.now)
+    account.settlement_delayed_by = None
+    account.updated_at = ctx.now
+    session.flush()
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.ACCOUNT_SETTLEMENT_RELEASED,
+        target=account.id,
+        customer_id=account.customer_id,
+        details={"measure": measure, "reason": reason, "holds": holds, "amount": released},
+    )
+    return int(released or 0)
 
 
 def close(session: Session, account_id: str, *, ctx: Context) -> AccountView:

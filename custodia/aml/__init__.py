@@ -5,7 +5,9 @@
 - :mod:`custodia.aml.monitoring`: the outbox consumer that runs every posted transaction
   through the enabled rules, once.
 - :mod:`custodia.aml.alerts`: alerts, their de-duplication, cases, and the work on them.
-- :mod:`custodia.aml.actions`: measures on accounts and customers (freeze, terminate, lift).
+- :mod:`custodia.aml.actions`: measures on accounts and customers (freeze, delay settlement,
+  terminate, lift).
+- :mod:`custodia.aml.feedback`: alerts and decisions feed the customer risk rating (K1).
 """
 
 from custodia.aml.actions import ActionTaken, TakeAction, take_action
@@ -24,6 +26,7 @@ from custodia.aml.alerts import (
     transaction_records,
 )
 from custodia.aml.config import RuleChange, RuleState, rule_states, rule_versions, update_rule
+from custodia.aml.feedback import RatingFeedback, behaviour_score
 from custodia.aml.monitoring import (
     MonitoringPolicy,
     consumers,
@@ -41,12 +44,14 @@ __all__ = [
     "Finding",
     "MonitoringPolicy",
     "NoteView",
+    "RatingFeedback",
     "Rule",
     "RuleChange",
     "RuleState",
     "TakeAction",
     "add_note",
     "assign",
+    "behaviour_score",
     "consumers",
     "customer_context",
     "decide",

@@ -5,10 +5,17 @@ commit on, on both payment paths (Python and the PostgreSQL transfer function):
 
 - ``freeze``: the account (or every open account of the customer) becomes ``frozen``;
   the accounts module refuses its debits (403 ``account_frozen``).
+- ``delay_settlement``: the account (or every open account of the customer) keeps
+  receiving transfers and refunds, but each credit is held at once (a ledger hold under
+  the measure's id): it shows in the balance, not in the available balance, and cannot be
+  spent or withdrawn until released. Released by ``lift``, or when the alert the measure
+  cites is closed as ``false_positive`` or ``no_action`` (a ``reported`` alert keeps the
+  funds held until an officer lifts the measure).
 - ``terminate_service``: the customer becomes ``restricted`` (reason ``aml_terminated``):
   no payment, transfer or new account any more; the customer may still withdraw their
   own balance to their own bank card (the funds are theirs: B1, R7).
-- ``lift``: frozen accounts are active again and an AML termination is withdrawn.
+- ``lift``: frozen accounts are active again, delayed settlements end and their holds are
+  released, and an AML termination is withdrawn.
 
 Every measure names an officer, carries a reason (stored only encrypted), may cite the
 alert it follows from, is audited against the customer (so it shows in the customer's
@@ -103,10 +110,19 @@ def take_action(
             if account.status in _FREEZABLE:
                 accounts.freeze(session, account.id, reason=marker, ctx=ctx)
                 changed.append(account.id)
+    elif cmd.action == "delay_settlement":
+        changed += [
+            account.id
+            for account in chosen
+            if accounts.delay_settlement(session, account.id, action_id=action_id, ctx=ctx)
+        ]
     elif cmd.action == "lift":
         for account in chosen:
-            if account.status == "frozen":
+            unfrozen = account.status == "frozen"
+            if unfrozen:
                 accounts.unfreeze(session, account.id, reason=marker, ctx=ctx)
+            released = accounts.release_settlement(session, account.id, reason=marker, ctx=ctx)
+            if unfrozen or released is not None:
                 changed.append(account.id)
     customer_changed = _customer_status(session, customer, cmd.action, marker, ctx=ctx)
     if not changed and not customer_changed:
@@ -183,3 +199,33 @@ def _customer_status(
         details={"from": before, "to": customer.status, "reason": marker},
     )
     return True
+
+
+#: The decisions that release the settlements delayed on an alert's account (K2).
+RELEASING_DECISIONS = ("false_positive", "no_action")
+
+
+def release_on_decision(session: Session, alert: AmlAlert, *, ctx: Context) -> list[str]:
+    """Release the settlements delayed by measures citing ``alert``, now closed (K2).
+
+    Called when an officer closes the alert as ``false_positive`` or ``no_action``: the
+    suspicion is cleared, so the held funds are the customer's to use again. Returns the
+    accounts released. A measure that no longer holds an account (lifted, or replaced)
+    is left alone.
+    """
+    measures = session.scalars(
+        select(AmlAction.id).where(
+            AmlAction.alert_id == alert.id, AmlAction.action == "delay_settlement"
+        )
+    ).all()
+    if not measures:
+        return []
+    held = session.scalars(
+        select(PaymentAccount.id)
+        .where(PaymentAccount.settlement_delayed_by.in_(measures))
+        .order_by(PaymentAccount.id)
+    ).all()
+    reason = f"aml:{alert.id}:{alert.decision}"
+    for account_id in held:
+        accounts.release_settlement(session, account_id, reason=reason, ctx=ctx)
+    return list(held)

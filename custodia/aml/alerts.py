@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
 from custodia.accounts.models import PaymentAccount, PaymentTransaction
+from custodia.aml.actions import RELEASING_DECISIONS, release_on_decision
 from custodia.aml.config import RuleState
 from custodia.aml.errors import (
     AlertClosed,
@@ -37,6 +38,7 @@ from custodia.aml.errors import (
     InvalidTransition,
     LeadDecisionRequired,
 )
+from custodia.aml.feedback import RatingFeedback
 from custodia.aml.models import AmlAlert, AmlAlertNote, AmlAlertTransaction, AmlCase
 from custodia.aml.rules import Finding
 from custodia.core import audit
@@ -155,11 +157,18 @@ def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> Am
 
 
 def _extend(
-    session: Session, alert: AmlAlert, state: RuleState, finding: Finding, *, ctx: Context
+    session: Session,
+    alert: AmlAlert,
+    state: RuleState,
+    finding: Finding,
+    *,
+    ctx: Context,
+    rating: RatingFeedback | None,
 ) -> Raised:
     """Fold a repeated finding into its unclosed alert: new transactions, the higher score."""
     added = _link(session, alert.id, finding.transactions, ctx.now)
-    if added or finding.score > alert.score:
+    stronger = finding.score > alert.score
+    if added or stronger:
         alert.score = max(alert.score, finding.score)
         alert.severity = severity_of(alert.score)
         alert.details = finding.details
@@ -173,6 +182,8 @@ def _extend(
             customer_id=alert.customer_id,
             details={"rule": state.rule.key, "added_transactions": added, "score": alert.score},
         )
+    if stronger and rating is not None:
+        rating.refresh(session, alert.customer_id, ctx=ctx, reason="aml_alert_updated")
     return Raised(alert.id, alert.case_id, created=False)
 
 
@@ -185,16 +196,18 @@ def raise_alert(
     ctx: Context,
     ids: IdGenerator,
     due: DuePolicy,
+    rating: RatingFeedback | None = None,
 ) -> Raised:
     """Put a finding in the queue: a new alert, or the unclosed one of the same pattern.
 
     Two workers finding the same pattern at once both try to insert; the partial UNIQUE
     index lets one in and the other (ON CONFLICT DO NOTHING, after the first commits)
-    adds its transactions to the winner's alert.
+    adds its transactions to the winner's alert. With ``rating``, the customer's risk
+    rating follows the alert (K1, :mod:`custodia.aml.feedback`).
     """
     existing = _unclosed(session, customer_id, state.rule.key, finding.pattern)
     if existing is not None:
-        return _extend(session, existing, state, finding, ctx=ctx)
+        return _extend(session, existing, state, finding, ctx=ctx, rating=rating)
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
@@ -229,7 +242,7 @@ def raise_alert(
     if inserted is None:
         winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
         assert winner is not None  # noqa: S101 - the conflicting row is committed
-        return _extend(session, winner, state, finding, ctx=ctx)
+        return _extend(session, winner, state, finding, ctx=ctx, rating=rating)
     _link(session, alert_id, finding.transactions, ctx.now)
     audit.record(
         session,
@@ -246,6 +259,8 @@ def raise_alert(
             "transactions": len(finding.transactions),
         },
     )
+    if rating is not None:
+        rating.refresh(session, customer_id, ctx=ctx, reason="aml_alert_raised")
     return Raised(alert_id, case_id, created=True)
 
 
@@ -343,8 +358,13 @@ def decide(
     ctx: Context,
     ids: IdGenerator,
     vault: Vault,
+    rating: RatingFeedback | None = None,
 ) -> AmlAlert:
-    """Escalate or close an alert with a reason; illegal transitions are refused (K2, L2)."""
+    """Escalate or close an alert with a reason; illegal transitions are refused (K2, L2).
+
+    Closing it releases the settlements delayed for it when the suspicion is cleared, and
+    with ``rating`` re-rates the customer (K1: a reported customer becomes high risk).
+    """
     alert = _writable(session, alert_id)
     allowed = ALLOWED[alert.status]
     if decision not in allowed:
@@ -371,6 +391,10 @@ def decide(
     )
     if status == "closed":
         _close_case_if_done(session, alert.case_id, ctx.now)
+        if alert.decision in RELEASING_DECISIONS:
+            release_on_decision(session, alert, ctx=ctx)
+        if rating is not None:
+            rating.refresh(session, alert.customer_id, ctx=ctx, reason=f"aml_{alert.decision}")
     return alert
 
 

@@ -58,7 +58,7 @@ DECISIONS = ("false_positive", "reported", "no_action")
 SEVERITIES = ("low", "medium", "high")
 CASE_STATUSES = ("open", "closed")
 NOTE_KINDS = ("note", "decision")
-ACTIONS = ("freeze", "terminate_service", "lift")
+ACTIONS = ("freeze", "delay_settlement", "terminate_service", "lift")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from custodia.accounts.models import PaymentTransaction
 from custodia.aml import config, windows
 from custodia.aml.alerts import DuePolicy, Raised, raise_alert
+from custodia.aml.feedback import RatingFeedback
 from custodia.aml.rules import Finding, Scope
 from custodia.aml.windows import OWN_CARD, Movement, Subject, Window
 from custodia.core.actors import SYSTEM, Context
@@ -57,6 +58,8 @@ class MonitoringPolicy:
     tz: ZoneInfo
     home_country: str
     due: DuePolicy
+    #: Re-rates a customer when their alerts change (K1); None leaves the rating alone.
+    rating: RatingFeedback | None = None
 
 
 def subjects(session: Session, *customer_ids: str) -> dict[str, Subject]:
@@ -150,7 +153,14 @@ def observe(
         if finding is not None:
             raised.append(
                 raise_alert(
-                    session, movement.customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due
+                    session,
+                    movement.customer_id,
+                    state,
+                    finding,
+                    ctx=ctx,
+                    ids=ids,
+                    due=policy.due,
+                    rating=policy.rating,
                 )
             )
     return raised
@@ -200,7 +210,9 @@ def screening_hit(
         transactions=(),
         details={"source": "screening", "hit_id": hit_id, "match_score": score},
     )
-    return raise_alert(session, customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due)
+    return raise_alert(
+        session, customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due, rating=policy.rating
+    )
 
 
 def consumers(

@@ -185,15 +185,11 @@ class RuleVersionPage(msgspec.Struct, kw_only=True):
 
 
 class ActionIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``POST /v1/aml/actions``: exactly one of ``account_id`` and ``customer_id``.
-
-    ``delay_settlement`` (API.md) is not accepted yet: the accounts module has no way to
-    hold a payee's settlement, and a measure that is accepted but not enforced would mislead.
-    """
+    """``POST /v1/aml/actions``: exactly one of ``account_id`` and ``customer_id``."""
 
     account_id: str | None = None
     customer_id: str | None = None
-    action: Literal["freeze", "terminate_service", "lift"]
+    action: Literal["freeze", "delay_settlement", "terminate_service", "lift"]
     reason: Text
     alert_id: str | None = None
 
@@ -452,7 +448,7 @@ class AlertsController(Controller):
             lambda s: alert_out(
                 aml.decide(
                     s, alert_id, data.decision, data.reason, ctx=ctx, ids=runtime.ids,
-                    vault=runtime.vault,
+                    vault=runtime.vault, rating=runtime.rating_feedback,
                 ),
                 ctx.now,
             )

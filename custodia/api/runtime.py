@@ -145,6 +145,14 @@ class Runtime:
         }.items():
             self.consumers.register(event_type, f"accounts.{event_type}", consumer)
         self.device_keys = fastpath.DeviceKeys(self.db.fetch_one)
+        self.rating_feedback = aml.RatingFeedback(
+            vault=self.vault,
+            model=self.risk_model,
+            policy=kyc.RatingPolicy(
+                notice_days=s.kyc_expiry_notice_days, grace_days=s.kyc_expiry_grace_days
+            ),
+            tz=s.tz,
+        )
         self.monitoring_policy = aml.MonitoringPolicy(
             tz=s.tz,
             home_country=s.aml_home_country,
@@ -153,6 +161,7 @@ class Runtime:
                 medium=timedelta(hours=s.aml_due_hours_medium),
                 low=timedelta(hours=s.aml_due_hours_low),
             ),
+            rating=self.rating_feedback,
         )
         for event_type, consumer in aml.consumers(
             self.monitoring_policy, clock=self.clock, ids=self.ids
@@ -194,7 +203,6 @@ class Runtime:
 
     def kyc_services(self, ctx: Context) -> kyc.Services:
         """Return the collaborators of a KYC command run at ``ctx.now``."""
-        s = self.settings
         return kyc.Services(
             vault=self.vault,
             blind_index=self.blind_index,
@@ -202,9 +210,7 @@ class Runtime:
             risk_model=self.risk_model,
             ids=self.ids,
             today=self.today(ctx.now),
-            policy=kyc.RatingPolicy(
-                notice_days=s.kyc_expiry_notice_days, grace_days=s.kyc_expiry_grace_days
-            ),
+            policy=self.rating_feedback.policy,
         )
 
     def confirm_consent(

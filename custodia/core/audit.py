@@ -98,6 +98,8 @@ class AuditAction(StrEnum):
     ACCOUNT_OPENED = "accounts:account:opened"
     ACCOUNT_FROZEN = "accounts:account:frozen"
     ACCOUNT_UNFROZEN = "accounts:account:unfrozen"
+    ACCOUNT_SETTLEMENT_DELAYED = "accounts:account:settlement_delayed"
+    ACCOUNT_SETTLEMENT_RELEASED = "accounts:account:settlement_released"
     ACCOUNT_CLOSING = "accounts:account:closing"
     ACCOUNT_CLOSED = "accounts:account:closed"
     BANK_CARD_BOUND = "accounts:bank_card:bound"

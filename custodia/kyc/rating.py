@@ -32,6 +32,11 @@ FACTORS = (
 )
 
 
+#: The transaction-behaviour score of a customer reported for suspicious transactions (L2);
+#: such a customer is high risk whatever else they are (issue 7, :mod:`custodia.aml.feedback`).
+REPORTED_BEHAVIOUR = 10
+
+
 class RiskModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Weights, level cut-offs (permille) and scoring tables."""
 
@@ -118,7 +123,7 @@ class RiskInputs:
     nationality: str | None
     screening_status: str
     document_state: str  # valid, expiring, expired, expired_past_grace
-    transaction_behaviour: int | None  # 1–10 from AML monitoring, None until it has a view
+    transaction_behaviour: int | None  # 1–10 from AML monitoring (aml.feedback), or None
     relationship_days: int
 
 
@@ -202,7 +207,11 @@ def rate(inputs: RiskInputs, model: RiskModel) -> Rating:
         if permille >= model.medium_from
         else "low"
     )
-    # A confirmed sanctions match is high risk whatever else the customer is (L3).
-    if inputs.screening_status == "confirmed_match":
+    # A confirmed sanctions match is high risk whatever else the customer is (L3), and so
+    # is a customer reported for suspicious transactions (K1, L2).
+    if (
+        inputs.screening_status == "confirmed_match"
+        or inputs.transaction_behaviour == REPORTED_BEHAVIOUR
+    ):
         level = "high"
     return Rating(level, permille, factors)

@@ -22,6 +22,7 @@ from custodia.ledger.posting import (
     reverse,
     system_account_id,
     void,
+    void_referenced,
 )
 from custodia.ledger.reconciliation import Mismatch, Reconciliation, reconcile, replay
 
@@ -45,4 +46,5 @@ __all__ = [
     "reverse",
     "system_account_id",
     "void",
+    "void_referenced",
 ]

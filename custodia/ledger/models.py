@@ -144,6 +144,7 @@ class LedgerHold(Base):
         ),
         Index("ix_ledger_holds_status_expires_at", "status", "expires_at"),
         Index("ix_ledger_holds_account_id", "account_id"),
+        Index("ix_ledger_holds_reference", "reference"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -155,3 +156,5 @@ class LedgerHold(Base):
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     capture_transaction_id: Mapped[str | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+    #: What placed the hold, e.g. ``aml:act_…`` for delayed settlement (K2); None for a payment.
+    reference: Mapped[str | None] = mapped_column(String(64))

@@ -236,8 +236,12 @@ def authorize(
     amount: int,
     expires_at: datetime,
     now: datetime,
+    reference: str | None = None,
 ) -> None:
-    """Reserve ``amount`` of the account's available balance until ``expires_at``."""
+    """Reserve ``amount`` of the account's available balance until ``expires_at``.
+
+    ``reference`` names what placed the hold, so that :func:`void_referenced` can find it.
+    """
     if type(amount) is not int or amount <= 0:
         raise ValueError(f"a hold is a positive integer amount, not {amount!r}")
     result = session.execute(
@@ -262,6 +266,7 @@ def authorize(
             created_at=now,
             resolved_at=None,
             capture_transaction_id=None,
+            reference=reference,
         )
     )
 
@@ -317,6 +322,22 @@ def capture(
 def void(session: Session, hold_id: str, *, now: datetime) -> None:
     """Release a hold without posting anything."""
     _release(session, hold_id, status="voided", now=now)
+
+
+def void_referenced(session: Session, reference: str, account_id: str, *, now: datetime) -> int:
+    """Release every active hold placed under ``reference`` on the account; return how many."""
+    held = session.scalars(
+        select(LedgerHold.id)
+        .where(
+            LedgerHold.reference == reference,
+            LedgerHold.account_id == account_id,
+            LedgerHold.status == "active",
+        )
+        .order_by(LedgerHold.id)
+    ).all()
+    for hold_id in held:
+        _release(session, hold_id, status="voided", now=now)
+    return len(held)
 
 
 def expire_holds(session: Session, *, now: datetime, limit: int = 500) -> int:

@@ -48,6 +48,35 @@ def _sql(runtime: Runtime, statement: str, **params: Any) -> list[Any]:
     return runtime.db.run(run)
 
 
+def _delayed_settlement(
+    client: Client, runtime: Runtime, clock: ManualClock, *, apps: dict[str, dict[str, str]],
+    seen: list[Any],
+) -> tuple[str, str]:  # fmt: skip
+    """A payee whose settlement compliance delayed (K2): paid, but the credit is held."""
+    app, officer = apps["app"], apps["officer"]
+    delayed = onboard(client, app, clock, funds=300)
+    sender = onboard(client, app, clock, funds=1_000)
+    measure = client.post(
+        "/v1/aml/actions",
+        json={"account_id": delayed.account, "action": "delay_settlement", "reason": "case"},
+        headers=officer,
+    )
+    assert measure.status_code == 201, measure.text
+    seen.append(_shape(sender.transfer(delayed.account, 400)))
+    seen.append(_shape(delayed.transfer(sender.account, 301)))  # only its own 300 is free
+    seen.append(_shape(delayed.transfer(sender.account, 300)))
+    seen.append(
+        _sql(
+            runtime,
+            "SELECT amount, status, reference = 'aml:' || :m, expires_at > now() + interval "
+            "'100 years' FROM ledger_holds WHERE account_id = :a",
+            a=delayed.account,
+            m=measure.json()["id"],
+        )
+    )
+    return delayed.account, sender.account
+
+
 def _script(
     client: Client, runtime: Runtime, clock: ManualClock, apps: dict[str, dict[str, str]]
 ) -> list[Any]:
@@ -109,7 +138,10 @@ def _script(
          k=revoked.key_id)  # fmt: skip
     seen.append(_shape(revoked.transfer(payee.account, 10)))
     # What the books hold: balances, limits used, audit and outbox events, the records.
-    accounts = [payer.account, payee.account, big.account, company.account, stranger.account]
+    accounts = [
+        payer.account, payee.account, big.account, company.account, stranger.account,
+        *_delayed_settlement(client, runtime, clock, apps=apps, seen=seen),
+    ]  # fmt: skip
     seen.append(
         _sql(
             runtime,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,8 @@ class Feed:
     runtime: Runtime
     clock: ManualClock
     people: dict[str, Subject] = field(default_factory=dict)
+    #: Whether raised alerts re-rate the customer (K1); synthetic customers have no row.
+    rate: bool = False
 
     def customer(
         self,
@@ -82,6 +85,9 @@ class Feed:
             at=at or self.clock.now(),
         )
         ctx = Context(SYSTEM, self.clock.now())
+        policy = self.runtime.monitoring_policy
+        if not self.rate:
+            policy = dataclasses.replace(policy, rating=None)
 
         def work(session: Any) -> list[Raised]:
             states = [s for s in config.rule_states(session, ctx.now) if s.rule.key == rule]
@@ -90,7 +96,7 @@ class Feed:
                 movement,
                 self.people,
                 states,
-                policy=self.runtime.monitoring_policy,
+                policy=policy,
                 ctx=ctx,
                 ids=self.runtime.ids,
             )

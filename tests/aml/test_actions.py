@@ -10,11 +10,12 @@ from sqlalchemy import text
 
 from custodia.aml.windows import Subject
 from custodia.api.runtime import Runtime
+from custodia.core.actors import Role
 from custodia.core.audit import AuditAction
 from custodia.core.clock import ManualClock
-from tests.accounts.conftest import Customer, onboard
+from tests.accounts.conftest import Customer, make_merchant, onboard
 from tests.aml.conftest import CNY, Feed
-from tests.factories import StaffLogin
+from tests.factories import StaffLogin, make_staff
 
 Client = TestClient[Any]
 
@@ -113,7 +114,7 @@ def test_terminating_service_stops_payments_but_lets_the_customer_withdraw(
     [
         {"action": "freeze"},  # neither target
         {"action": "freeze", "account_id": "acc_x", "customer_id": "cus_x"},  # both
-        {"action": "delay_settlement", "customer_id": "cus_x"},  # not enforceable yet
+        {"action": "hold_funds", "customer_id": "cus_x"},  # not a measure API.md defines
         {"action": "freeze", "customer_id": "cus_x", "reason": ""},  # no reason
     ],
 )
@@ -139,3 +140,151 @@ def test_a_measure_may_cite_its_alert_but_not_an_unknown_one(
     assert (linked.status_code, linked.json()["alert_id"]) == (201, alert.id)
     unknown = _act(client, officer, customer_id=customer.id, action="lift", alert_id="alr_nope")
     assert unknown.status_code == 404
+
+
+def _account(client: Client, staff: StaffLogin, account_id: str) -> tuple[int, int]:
+    body = client.get(f"/v1/accounts/{account_id}", headers=staff.headers).json()
+    return body["balance"], body["available"]
+
+
+def _holds(runtime: Runtime, account_id: str) -> list[tuple[int, str, str]]:
+    return runtime.db.run(
+        lambda s: [
+            (int(r.amount), r.status, r.reference)
+            for r in s.execute(
+                text(
+                    "SELECT amount, status, reference FROM ledger_holds "
+                    "WHERE account_id = :a ORDER BY amount DESC, id"
+                ),
+                {"a": account_id},
+            )
+        ]
+    )
+
+
+def test_a_delayed_settlement_holds_each_credit_until_lifted(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    officer: StaffLogin,
+) -> None:  # fmt: skip
+    """K2 delay settlement: what arrives is held (in the balance, not available) until lifted;
+    what the account held before stays the customer's to use."""
+    payer = onboard(client, app, clock, funds=1_000 * CNY)
+    payee = onboard(client, app, clock, funds=100 * CNY)
+    delayed = _act(client, officer, account_id=payee.account, action="delay_settlement")
+    assert delayed.status_code == 201, delayed.text
+    assert delayed.json()["accounts_changed"] == [payee.account]
+    again = _act(client, officer, account_id=payee.account, action="delay_settlement")
+    assert (again.status_code, again.json()["code"]) == (409, "action_not_applicable")
+
+    assert payer.transfer(payee.account, 300 * CNY).status_code == 201
+    assert payer.transfer(payee.account, 200 * CNY).status_code == 201
+    assert _account(client, officer, payee.account) == (600 * CNY, 100 * CNY)
+    measure = delayed.json()["id"]
+    assert _holds(runtime, payee.account) == [
+        (300 * CNY, "active", f"aml:{measure}"),
+        (200 * CNY, "active", f"aml:{measure}"),
+    ]
+    refused = payee.transfer(payer.account, 100 * CNY + 1)
+    assert (refused.status_code, refused.json()["code"]) == (422, "insufficient_funds")
+    assert refused.json()["available"] == 100 * CNY
+    withdrawn = _withdraw(client, payee, 100 * CNY + 1)
+    assert (withdrawn.status_code, withdrawn.json()["code"]) == (422, "insufficient_funds")
+    assert payee.transfer(payer.account, 100 * CNY).status_code == 201  # its own, from before
+
+    lifted = _act(client, officer, account_id=payee.account, action="lift")
+    assert lifted.status_code == 201, lifted.text
+    assert lifted.json()["accounts_changed"] == [payee.account]
+    assert _account(client, officer, payee.account) == (500 * CNY, 500 * CNY)
+    assert [status for _, status, _ in _holds(runtime, payee.account)] == ["voided", "voided"]
+    assert payer.transfer(payee.account, 10 * CNY).status_code == 201
+    assert _account(client, officer, payee.account) == (510 * CNY, 510 * CNY)  # no longer held
+    timeline = client.get(f"/v1/customers/{payee.id}/timeline", headers=officer.headers)
+    actions = [e["action"] for e in timeline.json()["items"]]
+    assert AuditAction.ACCOUNT_SETTLEMENT_DELAYED in actions
+    assert AuditAction.ACCOUNT_SETTLEMENT_RELEASED in actions
+
+
+def test_a_customer_wide_delay_covers_every_open_account_and_the_app_sees_no_reason(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    officer: StaffLogin,
+) -> None:  # fmt: skip
+    """Delaying a customer's settlement covers each open account; the app sees only the
+    available balance (no tipping-off: the measure and its reason are for compliance)."""
+    payer = onboard(client, app, clock, funds=1_000 * CNY)
+    payee = onboard(client, app, clock)
+    delayed = _act(client, officer, customer_id=payee.id, action="delay_settlement")
+    assert delayed.status_code == 201, delayed.text
+    assert delayed.json()["accounts_changed"] == [payee.account]
+    assert payer.transfer(payee.account, 50 * CNY).status_code == 201
+    seen_by_app = client.get(f"/v1/accounts/{payee.account}", headers=app).json()
+    assert (seen_by_app["balance"], seen_by_app["available"]) == (50 * CNY, 0)
+    assert "pass-through" not in str(seen_by_app) and "act_" not in str(seen_by_app)
+
+
+@pytest.mark.parametrize(
+    ("decision", "released"), [("false_positive", True), ("no_action", True), ("report", False)]
+)
+def test_the_alert_decision_releases_a_delay_it_cleared_and_a_report_keeps_it(
+    client: Client, *, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    officer: StaffLogin, feed: Feed, decision: str, released: bool,
+) -> None:  # fmt: skip
+    """K2: funds held for an alert are released when the alert is cleared; a reported
+    alert keeps them held until an officer lifts the measure."""
+    payer = onboard(client, app, clock, funds=1_000 * CNY)
+    payee = onboard(client, app, clock)
+    feed.people[payee.id] = Subject(payee.id, "individual", "low", "clear", "CN")
+    feed.move(payee.id, 600_000 * CNY, rule="large_value")
+    [alert] = feed.alerts(payee.id)
+    delayed = _act(
+        client, officer, account_id=payee.account, action="delay_settlement", alert_id=alert.id
+    )
+    assert delayed.status_code == 201, delayed.text
+    assert payer.transfer(payee.account, 70 * CNY).status_code == 201
+    assert _account(client, officer, payee.account) == (70 * CNY, 0)
+    assigned = client.post(
+        f"/v1/aml/alerts/{alert.id}/assign",
+        json={"assignee": officer.username},
+        headers=officer.headers,
+    )
+    assert assigned.status_code == 200, assigned.text
+    decided = client.post(
+        f"/v1/aml/alerts/{alert.id}/decision",
+        json={"decision": decision, "reason": "counterparty explained"},
+        headers=officer.headers,
+    )
+    assert decided.status_code == 200, decided.text
+    assert _account(client, officer, payee.account) == (70 * CNY, 70 * CNY if released else 0)
+    [(_, status, _)] = _holds(runtime, payee.account)
+    assert status == ("voided" if released else "active")
+
+
+def test_a_refund_to_a_delayed_account_is_held_too(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    officer: StaffLogin,
+) -> None:  # fmt: skip
+    """Every credit from another party is held while settlement is delayed (K2)."""
+    admin = make_staff(runtime, Role.ADMIN).headers
+    merchant_id, merchant_key = make_merchant(client, runtime, app, admin, clock)
+    payer = onboard(client, app, clock, funds=500 * CNY)
+    key = payer.key()
+    paid = client.post(
+        "/v1/payments",
+        json={
+            "account_id": payer.account, "amount": 200 * CNY, "order_id": "o-1",
+            "authentication": {
+                "factors": [payer.signature("payment", key, merchant_id, 200 * CNY)]
+            },
+        },
+        headers={**merchant_key, "Idempotency-Key": key},
+    )  # fmt: skip
+    assert paid.status_code == 201, paid.text
+    delayed = _act(client, officer, account_id=payer.account, action="delay_settlement")
+    assert delayed.status_code == 201, delayed.text
+    refunded = client.post(
+        f"/v1/payments/{paid.json()['id']}/refunds",
+        json={"amount": 50 * CNY, "reason": "returned goods"},
+        headers={**merchant_key, "Idempotency-Key": "r-1"},
+    )
+    assert refunded.status_code == 201, refunded.text
+    assert _account(client, officer, payer.account) == (350 * CNY, 300 * CNY)
+    assert [(a, s) for a, s, _ in _holds(runtime, payer.account)] == [(50 * CNY, "active")]
