@@ -41,6 +41,7 @@ class IdPrefix(StrEnum):
     CASE = "case"
     NOTE = "note"
     AML_ACTION = "act"
+    REPORT = "rpt"
 
 
 # 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.
