@@ -1,4 +1,4 @@
-"""Anti-money-laundering: transaction monitoring, alerts and cases (REGULATION.md K2, L1–L3).
+"""Anti-money-laundering: monitoring, alerts, cases and reports (REGULATION.md K2, L1–L3).
 
 - :mod:`custodia.aml.rules`: the rules, each with typed parameters; :mod:`~.config` keeps
   their parameters in the database, versioned and audited.
@@ -6,6 +6,8 @@
   through the enabled rules, once.
 - :mod:`custodia.aml.alerts`: alerts, their de-duplication, cases, and the work on them.
 - :mod:`custodia.aml.actions`: measures on accounts and customers (freeze, terminate, lift).
+- :mod:`custodia.aml.reports`: the large-value (L1) and suspicious-transaction (L2)
+  reports, and filing them as immutable, digested, audited records.
 """
 
 from custodia.aml.actions import ActionTaken, TakeAction, take_action
