@@ -652,9 +652,12 @@ def _rows(report: Report) -> Iterator[list[object]]:
             for record in e.transactions:
                 yield head + _record_cells(record)
         return
+    blank: list[object] = [None] * len(RECORD_COLUMNS)
     for case in report.reports:
-        for record in case.transactions:
-            alerts = [a for a in case.alerts if record.id in a.transaction_ids]
+        # A case reported without transactions (a watchlist hit) still gets its row.
+        records: list[Record | None] = [*case.transactions] or [None]
+        for txn in records:
+            alerts = [a for a in case.alerts if txn is None or txn.id in a.transaction_ids]
             head = [
                 report.kind, report.period_from, report.period_to, case.case_id,
                 case.customer.id, case.customer.type, case.customer.name,
@@ -665,11 +668,15 @@ def _rows(report: Report) -> Iterator[list[object]]:
                 ";".join(_cell(a.decision.decided_at) for a in alerts),
                 " | ".join(a.decision.reason for a in alerts),
             ]  # fmt: skip
-            yield head + _record_cells(record)
+            yield head + (_record_cells(txn) if txn is not None else blank)
 
 
 def to_csv(report: Report) -> str:
-    """Return a report as CSV (RFC 4180): the kind's header, then one row per transaction."""
+    """Return a report as CSV (RFC 4180): the kind's header, then one row per transaction.
+
+    A suspicious-transaction report without transactions (a reported watchlist hit) has one
+    row with the transaction's columns empty, so no reported case is left out.
+    """
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_HEADERS[report.kind])
@@ -786,5 +793,6 @@ def filed_report(session: Session, report_id: str, *, vault: Vault) -> FiledCont
         "utf-8"
     )
     if digest_of(content) != row.content_sha256:
+        del content  # a development log renders a traceback's locals: keep the names out
         raise FiledReportCorrupt(row.id)
     return FiledContent(row, content)

@@ -14,10 +14,10 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from custodia.aml import reports
+from custodia.aml import monitoring, reports
 from custodia.api.accounts import TransactionOut
 from custodia.api.runtime import Runtime
-from custodia.core.actors import Role
+from custodia.core.actors import SYSTEM, Context, Role
 from custodia.core.clock import ManualClock
 from custodia.core.masking import mask_name
 from tests.accounts.conftest import Customer, onboard
@@ -319,6 +319,35 @@ def test_suspicious_report_lists_the_cases_reported_with_their_transactions(
         headers=officer.headers,
     )
     assert other.json()["reports"] == []
+
+
+def test_a_reported_case_without_transactions_keeps_its_csv_row(
+    *, client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    officer: StaffLogin,
+) -> None:  # fmt: skip
+    """L2, L3: a reported watchlist hit has no transactions; the CSV still names the case."""
+    listed = onboard(client, app, clock)
+    ctx = Context(SYSTEM, clock.now())
+    runtime.db.run(
+        lambda s: monitoring.screening_hit(
+            s, listed.id, "hit_test", 92, policy=runtime.monitoring_policy, ctx=ctx,
+            ids=runtime.ids,
+        )
+    )  # fmt: skip
+    alert = _alert_of(client, officer, listed.id, "hit:")
+    _decide(client, officer, alert, "report", "名单命中，已核实")
+
+    got = client.get(
+        "/v1/aml/reports/suspicious",
+        params={"from": DAY, "to": DAY},
+        headers={**officer.headers, "Accept": "text/csv"},
+    )
+    header, row = _csv(got.text)
+    record = dict(zip(header, row, strict=True))
+    assert (record["customer_id"], record["alert_ids"], record["rules"]) == (
+        listed.id, alert, "watchlist@1",
+    )  # fmt: skip
+    assert record["transaction_id"] == ""
 
 
 # ------------------------------------------------------------------------------- filing
