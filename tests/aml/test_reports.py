@@ -16,10 +16,13 @@ from sqlalchemy.exc import DBAPIError
 
 from custodia.aml import monitoring, reports
 from custodia.api.accounts import TransactionOut
-from custodia.api.runtime import Runtime
+from custodia.api.runtime import Runtime, pii_schema
 from custodia.core.actors import SYSTEM, Context, Role
 from custodia.core.clock import ManualClock
+from custodia.core.keys import KeyFile, KeyPurpose, rotate
 from custodia.core.masking import mask_name
+from custodia.core.settings import Settings
+from custodia.core.vault import key_id_of, reencrypt_batch, run_batches
 from tests.accounts.conftest import Customer, onboard
 from tests.aml.conftest import CNY, deliver
 from tests.factories import (
@@ -320,6 +323,16 @@ def test_suspicious_report_lists_the_cases_reported_with_their_transactions(
     )
     assert other.json()["reports"] == []
 
+    # Filed once the day is over: the same content, its digest reproducible by any client.
+    _next_day(runtime, clock, officer)
+    filed = _file(client, officer, {"kind": "suspicious", "from": DAY, "to": DAY}).json()
+    assert filed["counts"] == {"cases": 1, "alerts": 1, "transactions": 1}
+    content = client.get(f"/v1/aml/reports/filed/{filed['id']}", headers=officer.headers).json()[
+        "content"
+    ]
+    assert content == body
+    assert _canonical_sha256(content) == filed["sha256"]
+
 
 def test_a_reported_case_without_transactions_keeps_its_csv_row(
     *, client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
@@ -433,6 +446,7 @@ def test_an_empty_report_is_filed_too(
     assert filed.json()["counts"] == {"cases": 0, "alerts": 0, "transactions": 0}
     got = client.get(f"/v1/aml/reports/filed/{filed.json()['id']}", headers=officer.headers)
     assert got.json()["content"]["reports"] == []
+    assert _canonical_sha256(got.json()["content"]) == filed.json()["sha256"]
 
 
 @pytest.mark.parametrize(
@@ -472,6 +486,29 @@ def test_a_changed_blob_fails_its_digest_and_is_not_served(
     )
     got = client.get(f"/v1/aml/reports/filed/{filed['id']}", headers=officer.headers)
     assert (got.status_code, got.json()["code"]) == (500, "internal_error")
+
+
+def test_a_filed_report_moves_to_a_new_key_and_still_proves_its_content(
+    *, client: Client, runtime: Runtime, clock: ManualClock, officer: StaffLogin,
+    settings: Settings, keys: KeyFile,
+) -> None:  # fmt: skip
+    """K5: ``keys reencrypt`` may re-seal the blob (the trigger allows it); the digest holds."""
+    _next_day(runtime, clock, officer)
+    filed = _file(client, officer, {"kind": "suspicious", "from": DAY, "to": DAY}).json()
+    rotated = Runtime(
+        settings=settings, db=runtime.db, keys=rotate(keys, KeyPurpose.PII), clock=clock
+    )
+    spec = next(s for s in pii_schema().encrypted if s.table == "regulatory_reports")
+    _, changed = run_batches(
+        runtime.db,
+        lambda s, after: reencrypt_batch(s, rotated.vault, spec, after=after, limit=10),
+    )
+    assert changed == 1
+    reread = runtime.db.run(
+        lambda s: reports.filed_report(s, filed["id"], vault=rotated.vault), read_only=True
+    )
+    assert key_id_of(reread.report.content_enc) == rotated.vault.primary_key_id
+    assert reports.digest_of(reread.content) == filed["sha256"]
 
 
 # ------------------------------------------------------------------------------ refusals
