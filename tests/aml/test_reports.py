@@ -20,8 +20,9 @@ from custodia.api.runtime import Runtime, pii_schema
 from custodia.core.actors import SYSTEM, Context, Role
 from custodia.core.clock import ManualClock
 from custodia.core.keys import KeyFile, KeyPurpose, rotate
+from custodia.core.logging import configure_logging
 from custodia.core.masking import mask_name
-from custodia.core.settings import Settings
+from custodia.core.settings import Settings, load_settings
 from custodia.core.vault import key_id_of, reencrypt_batch, run_batches
 from tests.accounts.conftest import Customer, onboard
 from tests.aml.conftest import CNY, deliver
@@ -509,6 +510,47 @@ def test_a_filed_report_moves_to_a_new_key_and_still_proves_its_content(
     )
     assert key_id_of(reread.report.content_enc) == rotated.vault.primary_key_id
     assert reports.digest_of(reread.content) == filed["sha256"]
+
+
+def test_reports_put_no_personal_data_in_the_logs(
+    *, client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    lead: StaffLogin, officer: StaffLogin, logging_restored: None,
+) -> None:  # fmt: skip
+    """K5: names reach the report, never the log (requests, filing, a refused corrupt read)."""
+    _thresholds(client, lead, individual_domestic=500 * CNY)
+    payer = onboard(client, app, clock, name="欧阳娜娜")
+    payee = onboard(client, app, clock, name="司马相如")
+    _top_up(payer, 900 * CNY)
+    _send(payer, payee.account, 600 * CNY)
+    _next_day(runtime, clock, officer)
+    log = io.StringIO()
+    configure_logging(load_settings({}, log_format="json"), stream=log)
+
+    for accept in ("application/json", "text/csv"):
+        got = client.get(
+            "/v1/aml/reports/large-value",
+            params={"date": DAY},
+            headers={**officer.headers, "Accept": accept},
+        )
+        assert "司马相如" in got.text
+    filed = _file(client, officer, {"kind": "large_value", "date": DAY}).json()
+    assert client.get(f"/v1/aml/reports/filed/{filed['id']}", headers=officer.headers).is_success
+    forged = runtime.vault.encrypt(
+        '{"note":"欧阳娜娜"}', table="regulatory_reports", column="content_enc", row_id=filed["id"]
+    )
+    runtime.db.run(
+        lambda s: s.execute(
+            text("UPDATE regulatory_reports SET content_enc = :b WHERE id = :id"),
+            {"b": forged, "id": filed["id"]},
+        )
+    )
+    refused = client.get(f"/v1/aml/reports/filed/{filed['id']}", headers=officer.headers)
+    assert refused.status_code == 500
+
+    logged = log.getvalue()
+    assert filed["id"] in logged  # the corrupt report is named ...
+    for name in ("欧阳娜娜", "司马相如", "欧", "司马"):
+        assert name not in logged  # ... and nobody in it
 
 
 # ------------------------------------------------------------------------------ refusals
