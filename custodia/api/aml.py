@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
@@ -265,6 +266,16 @@ class FiledReportDetailOut(FiledReportOut, kw_only=True):
     content: msgspec.Raw
 
 
+class FiledReportDoc(FiledReportOut, kw_only=True):
+    """What :class:`FiledReportDetailOut` holds, for the OpenAPI schema.
+
+    ``content`` is the report as ``GET /v1/aml/reports/large-value`` or ``…/suspicious``
+    answer it (by ``kind``).
+    """
+
+    content: dict[str, Any]
+
+
 class _IdPosition(msgspec.Struct, forbid_unknown_fields=True):
     id: str
 
@@ -347,6 +358,15 @@ def _check_filters(status: str | None, rule: str | None) -> None:
 
 CSV = "text/csv"
 JSON = "application/json"
+
+
+def _spec(container: type[msgspec.Struct]) -> ResponseSpec:
+    """Return the OpenAPI description of a report answer (JSON schema; CSV on request)."""
+    return ResponseSpec(
+        container,
+        description="JSON (canonical); with `Accept: text/csv`, CSV: one row per transaction.",
+        generate_examples=False,
+    )
 
 
 def _wants_csv(request: Request[Any, Any, Any]) -> bool:
@@ -703,6 +723,7 @@ class ReportsController(Controller):
         operation_id="aml_reports_large_value",
         sync_to_thread=True,
         summary="Large-value report of one institution day (JSON or CSV)",
+        responses={200: _spec(reports.LargeValueReport)},
     )
     def large_value(
         self,
@@ -727,6 +748,7 @@ class ReportsController(Controller):
         operation_id="aml_reports_suspicious",
         sync_to_thread=True,
         summary="Suspicious-transaction reports of the cases reported in a period (JSON or CSV)",
+        responses={200: _spec(reports.SuspiciousReport)},
     )
     def suspicious(
         self,
@@ -813,6 +835,7 @@ class ReportsController(Controller):
         operation_id="aml_reports_filed_get",
         sync_to_thread=True,
         summary="A filed report with its content (JSON or CSV)",
+        responses={200: _spec(FiledReportDoc)},
     )
     def filed_get(
         self,

@@ -223,6 +223,18 @@ def test_every_field_of_the_transaction_record_has_a_csv_column() -> None:
         assert any(c == flat or c.startswith(f"{flat}_") for c in columns), name
 
 
+def test_the_openapi_schema_describes_the_report_documents(client: Client) -> None:
+    """Clients code against the schema: each report answer names its document."""
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    for path, document in (
+        ("/v1/aml/reports/large-value", "LargeValueReport"),
+        ("/v1/aml/reports/suspicious", "SuspiciousReport"),
+        ("/v1/aml/reports/filed/{report_id}", "FiledReportDoc"),
+    ):
+        answer = paths[path]["get"]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"]["$ref"].endswith(f"/{document}"), path
+
+
 def test_an_empty_day_is_an_empty_report_and_csv_keeps_its_header(
     client: Client, officer: StaffLogin
 ) -> None:
