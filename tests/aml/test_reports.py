@@ -24,7 +24,7 @@ from custodia.core.logging import configure_logging
 from custodia.core.masking import mask_name
 from custodia.core.settings import Settings, load_settings
 from custodia.core.vault import key_id_of, reencrypt_batch, run_batches
-from tests.accounts.conftest import Customer, onboard
+from tests.accounts.conftest import Customer, card_ending, onboard
 from tests.aml.conftest import CNY, deliver
 from tests.factories import (
     StaffLogin,
@@ -177,6 +177,52 @@ def test_large_value_has_its_own_cross_border_threshold(
     assert set(entries) == {(payer.id, "out"), (payee.id, "in")}
     assert entries[(payer.id, "out")]["category"] == "cross_border"
     assert _ids(entries[(payee.id, "in")]) == [sent]
+
+
+def _withdraw(customer: Customer, card: str, amount: int) -> str:
+    key = customer.key()
+    factors = [customer.signature("withdrawal", key, card, amount)]
+    done = customer.client.post(
+        "/v1/withdrawals",
+        json={
+            "account_id": customer.account, "bank_card_id": card, "amount": amount,
+            "authentication": {"factors": factors},
+        },
+        headers=customer.headers(key),
+    )  # fmt: skip
+    assert done.status_code == 201, done.text
+    return str(done.json()["id"])
+
+
+def test_large_value_counts_a_pending_withdrawal_but_not_one_the_bank_returned(
+    *, client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    lead: StaffLogin, officer: StaffLogin,
+) -> None:  # fmt: skip
+    """L1: a withdrawal debits at once (counted while pending); a returned one moved nothing."""
+    _thresholds(client, lead, individual_domestic=1_000 * CNY)
+    customer = onboard(client, app, clock)
+    _top_up(customer, 1_200 * CNY)
+    bound = client.post(
+        f"/v1/customers/{customer.id}/bank-cards",
+        json={
+            "card_number": card_ending("2"),  # the sandbox bank rejects payouts to it
+            "holder_name": customer.body["name"],
+            "bank_name": "中国工商银行",
+            "holder_id_number": customer.body["id_number"],
+        },
+        headers=app,
+    )
+    assert bound.status_code == 201, bound.text
+    returned = _withdraw(customer, str(bound.json()["id"]), 600 * CNY)
+    paid = _withdraw(customer, customer.card, 500 * CNY)
+
+    outflow = _entries(_large_value(client, officer))[(customer.id, "out")]
+    assert sorted(_ids(outflow)) == sorted([returned, paid])
+
+    deliver(runtime)  # the payouts: one rejected (the money comes back), one paid
+    record = client.get(f"/v1/transactions/{returned}", headers=officer.headers).json()
+    assert record["status"] == "failed"
+    assert (customer.id, "out") not in _entries(_large_value(client, officer))
 
 
 def test_large_value_csv_has_a_stable_header_and_one_row_per_transaction(
