@@ -474,7 +474,13 @@ def test_filing_freezes_the_report_with_its_digest_and_audits_it(
     assert _canonical_sha256(detail["content"]) == meta["sha256"]
     assert detail["content"] == preview.json()
     listed = client.get("/v1/aml/reports/filed", headers=auditor.headers).json()["items"]
-    assert [r["id"] for r in listed] == [meta["id"]]
+    assert listed == [meta]
+    other_kind = client.get(
+        "/v1/aml/reports/filed", params={"kind": "suspicious"}, headers=auditor.headers
+    )
+    assert other_kind.json()["items"] == []
+    unknown = client.get("/v1/aml/reports/filed", params={"kind": "x"}, headers=auditor.headers)
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "validation_failed")
 
     as_csv = client.get(
         f"/v1/aml/reports/filed/{meta['id']}", headers={**auditor.headers, "Accept": "text/csv"}
@@ -506,6 +512,17 @@ def test_an_empty_report_is_filed_too(
     got = client.get(f"/v1/aml/reports/filed/{filed.json()['id']}", headers=officer.headers)
     assert got.json()["content"]["reports"] == []
     assert _canonical_sha256(got.json()["content"]) == filed.json()["sha256"]
+
+    clock.advance(timedelta(seconds=1))
+    second = _file(client, officer, {"kind": "large_value", "date": DAY}).json()
+    page = client.get("/v1/aml/reports/filed", params={"limit": 1}, headers=officer.headers)
+    assert [r["id"] for r in page.json()["items"]] == [second["id"]]  # newest first
+    rest = client.get(
+        "/v1/aml/reports/filed",
+        params={"limit": 1, "cursor": page.json()["next_cursor"]},
+        headers=officer.headers,
+    ).json()
+    assert ([r["id"] for r in rest["items"]], rest["next_cursor"]) == ([filed.json()["id"]], None)
 
 
 @pytest.mark.parametrize(
