@@ -406,7 +406,7 @@ def filed_out(row: FiledReport) -> FiledReportOut:
 def _filing(data: FileReportIn) -> reports.FileReport:
     """Return the filing command of a request body (which dates go with which kind)."""
     if data.kind == "large_value":
-        wrong = [name for name, v in (("from", data.period_from), ("to", data.to)) if v]
+        wrong = [n for n, v in (("from", data.period_from), ("to", data.to)) if v is not None]
         if data.date is None or wrong:
             raise InvalidAmlRequest(
                 [FieldProblem(w, "not used by a large-value report") for w in wrong]
