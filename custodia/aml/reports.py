@@ -85,6 +85,7 @@ from custodia.kyc.models import Customer
 MAX_PERIOD_DAYS = 366
 CURRENCY = "CNY"
 _CHUNK = 500  # ids per IN (...) list: well under both backends' bound-parameter limits
+_STREAM = 2_000  # records of the day read per round trip (a server-side cursor on PostgreSQL)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TABLE, _COLUMN = "regulatory_reports", "content_enc"
 
@@ -426,18 +427,25 @@ class _Tally:
 
 
 def large_value_report(
-    session: Session, day: date, *, tz: ZoneInfo, home_country: str, vault: Vault
+    session: Session,
+    day: date,
+    *,
+    tz: ZoneInfo,
+    home_country: str,
+    vault: Vault,
+    batch: int = _STREAM,
 ) -> LargeValueReport:
     """Return the L1 large-value report of one institution day from the posted records.
 
     Every customer side of the day's records (a failed withdrawal moved nothing and is not
     counted) is tallied per customer, direction and category; the tallies at or above their
-    threshold are reported with every transaction in them. The first pass reads only the
-    columns that decide the tally; the full records (and names) only of what is reported.
+    threshold are reported with every transaction in them. The first pass streams only the
+    columns that decide the tally; the full records (and names) are read only for what is
+    reported. ``batch`` is how many records each round trip of that pass reads.
     """
     period = period_of(day, day, tz)
     version, params = large_value_params(session)
-    rows = session.execute(
+    day_records = session.execute(
         select(*_SIDE_COLUMNS)
         .where(
             PaymentTransaction.created_at >= period.start,
@@ -446,28 +454,31 @@ def large_value_report(
             PaymentTransaction.currency == CURRENCY,
         )
         .order_by(PaymentTransaction.created_at, PaymentTransaction.id)
-    ).all()
-    # Transient records (never added to the session): what movements_of needs to see.
-    records = [PaymentTransaction(**row._asdict()) for row in rows]
-    parties = {p for r in records for p in (r.payer_customer_id, r.payee_customer_id) if p}
+        .execution_options(yield_per=batch)
+    )
     people: dict[str, Subject] = {}
-    for chunk in _chunks(sorted(parties)):
-        people.update(monitoring.subjects(session, *chunk))
     tallies: dict[tuple[str, str, str], _Tally] = {}
-    for record in records:
-        for side in monitoring.movements_of(record, people, home_country):
-            subject = people.get(side.customer_id)
-            category, threshold = large_value_category(
-                channel=side.channel,
-                customer_kind=subject.kind if subject else "individual",
-                cross_border=side.cross_border,
-                params=params,
-            )
-            tally = tallies.setdefault(
-                (side.customer_id, side.direction, category), _Tally(threshold)
-            )
-            tally.total += side.amount
-            tally.transactions.append(side.transaction_id)
+    # Streamed in partitions: memory holds the tallies, not the day's records.
+    for partition in day_records.partitions():
+        # Transient records (never added to the session): what movements_of needs to see.
+        records = [PaymentTransaction(**row._asdict()) for row in partition]
+        parties = {p for r in records for p in (r.payer_customer_id, r.payee_customer_id) if p}
+        for chunk in _chunks(sorted(parties - people.keys())):
+            people.update(monitoring.subjects(session, *chunk))
+        for record in records:
+            for side in monitoring.movements_of(record, people, home_country):
+                subject = people.get(side.customer_id)
+                category, threshold = large_value_category(
+                    channel=side.channel,
+                    customer_kind=subject.kind if subject else "individual",
+                    cross_border=side.cross_border,
+                    params=params,
+                )
+                tally = tallies.setdefault(
+                    (side.customer_id, side.direction, category), _Tally(threshold)
+                )
+                tally.total += side.amount
+                tally.transactions.append(side.transaction_id)
     reached = {key: t for key, t in sorted(tallies.items()) if t.total >= t.threshold}
     full = _records(session, (i for t in reached.values() for i in t.transactions), vault)
     customers = _customers(session, (key[0] for key in reached), vault)

@@ -6,7 +6,7 @@ import csv
 import hashlib
 import io
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -138,6 +138,36 @@ def test_large_value_counts_inflows_and_outflows_separately_single_or_cumulative
     ).json()["items"]
     found = {(x["customer_id"], x["pattern"]) for x in alerts if x["pattern"].split(":")[1] == DAY}
     assert found == {(a.id, f"in:{DAY}:domestic"), (a.id, f"out:{DAY}:domestic")}
+
+
+def test_large_value_is_the_same_whatever_the_batch_it_streams_the_day_in(
+    *, client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str],
+    lead: StaffLogin,
+) -> None:  # fmt: skip
+    """The tallies carry across the partitions of the day's records."""
+    _thresholds(client, lead, individual_domestic=1_000 * CNY)
+    payer = onboard(client, app, clock)
+    payee = onboard(client, app, clock)
+    _top_up(payer, 1_100 * CNY)
+    for amount in (300, 250, 200, 150, 120, 80):
+        _send(payer, payee.account, amount * CNY)
+    policy = runtime.monitoring_policy
+
+    def report(batch: int) -> reports.LargeValueReport:
+        return runtime.db.run(
+            lambda s: reports.large_value_report(
+                s, date(2026, 11, 22), tz=policy.tz, home_country=policy.home_country,
+                vault=runtime.vault, batch=batch,
+            ),
+            read_only=True,
+        )  # fmt: skip
+
+    whole, pieces = report(1_000), report(2)
+    assert reports.canonical(pieces) == reports.canonical(whole)
+    assert [(e.customer.id, e.direction, e.total) for e in whole.entries] == sorted(
+        [(payer.id, "in", 1_100 * CNY), (payer.id, "out", 1_100 * CNY),
+         (payee.id, "in", 1_100 * CNY)]
+    )  # fmt: skip
 
 
 def test_large_value_applies_the_corporate_threshold_to_companies(
