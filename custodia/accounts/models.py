@@ -155,6 +155,8 @@ class PaymentTransaction(Base):
             sqlite_where=text("type = 'payment'"),
         ),
         Index("ix_payment_transactions_original", "original_transaction_id"),
+        # The large-value report reads one institution day of records (L1).
+        Index("ix_payment_transactions_created_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -1,4 +1,4 @@
-"""Anti-money-laundering: transaction monitoring, alerts and cases (REGULATION.md K2, L1–L3).
+"""Anti-money-laundering: monitoring, alerts, cases and reports (REGULATION.md K2, L1–L3).
 
 - :mod:`custodia.aml.rules`: the rules, each with typed parameters; :mod:`~.config` keeps
   their parameters in the database, versioned and audited.
@@ -8,6 +8,8 @@
 - :mod:`custodia.aml.actions`: measures on accounts and customers (freeze, delay settlement,
   terminate, lift).
 - :mod:`custodia.aml.feedback`: alerts and decisions feed the customer risk rating (K1).
+- :mod:`custodia.aml.reports`: the large-value (L1) and suspicious-transaction (L2)
+  reports, and filing them as immutable, digested, audited records.
 """
 
 from custodia.aml.actions import ActionTaken, TakeAction, take_action

@@ -108,3 +108,74 @@ class ActionNotApplicable(AmlError):
             customer_id=customer_id,
             account_id=account_id,
         )
+
+
+class InvalidReportDate(AmlError):
+    """A report's date is not an ISO calendar date (``YYYY-MM-DD``)."""
+
+    code = "invalid_date"
+    kind = ErrorKind.INVALID
+    title = "Invalid date"
+
+    def __init__(self, field: str, value: str) -> None:
+        super().__init__(
+            f"{field} must be a calendar date written YYYY-MM-DD.", field=field, value=value[:40]
+        )
+
+
+class InvalidReportPeriod(AmlError):
+    """A report period ends before it starts."""
+
+    code = "invalid_period"
+    kind = ErrorKind.INVALID
+    title = "The period ends before it starts"
+
+    def __init__(self, first: str, last: str) -> None:
+        super().__init__(
+            f"The period {first} to {last} ends before it starts.",
+            period_from=first,
+            period_to=last,
+        )
+
+
+class ReportPeriodTooLong(AmlError):
+    """A report period covers more days than one report may."""
+
+    code = "period_too_long"
+    kind = ErrorKind.INVALID
+    title = "The period is too long"
+
+    def __init__(self, days: int, max_days: int) -> None:
+        super().__init__(
+            f"A report covers at most {max_days} days; this period has {days}.",
+            days=days,
+            max_days=max_days,
+        )
+
+
+class ReportPeriodNotOver(AmlError):
+    """A report is filed only once its period has ended (a filed report is final)."""
+
+    code = "period_not_over"
+    kind = ErrorKind.CONFLICT
+    title = "The period has not ended yet"
+    #: Filing the same request again after the period ended should file it.
+    transient = True
+
+    def __init__(self, period_to: str, ends_at: str) -> None:
+        super().__init__(
+            f"The period ends at {ends_at}; a report is filed once its period is over.",
+            period_to=period_to,
+            ends_at=ends_at,
+        )
+
+
+class FiledReportCorrupt(Exception):
+    """A filed report's content no longer matches its digest (never expected: a 500).
+
+    Not a :class:`AmlError`: the caller can do nothing about it, and the service must not
+    serve the content. The message names the report, never its content.
+    """
+
+    def __init__(self, report_id: str) -> None:
+        super().__init__(f"filed report {report_id}: its content does not match its digest")

@@ -26,6 +26,12 @@ Design
     terminate service, lift) with its vault-encrypted reason; the accounts module enforces
     the measure itself (a frozen account, a restricted customer) in the same transaction.
 
+    ``regulatory_reports`` are the reports filed with the regulator (L1 large-value, L2
+    suspicious): each holds its canonical content as a vault blob (it names people) and the
+    SHA-256 of that content in clear. A filed report is a fact: triggers refuse DELETE and
+    any UPDATE but the re-encryption of the blob, and every read checks the content against
+    the digest.
+
     ``aml_alert_notes`` are the officers' notes and decision reasons: free text, which may
     name people, so it is stored only as a vault blob (K5). Notes are append-only but for
     the blob, which ``custodia keys reencrypt`` may move to a new key.
@@ -33,13 +39,14 @@ Design
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -59,6 +66,7 @@ SEVERITIES = ("low", "medium", "high")
 CASE_STATUSES = ("open", "closed")
 NOTE_KINDS = ("note", "decision")
 ACTIONS = ("freeze", "delay_settlement", "terminate_service", "lift")
+REPORT_KINDS = ("large_value", "suspicious")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -169,6 +177,13 @@ class AmlAlert(Base):
         Index("ix_aml_alerts_customer", "customer_id", "id"),
         Index("ix_aml_alerts_rule", "rule", "id"),
         Index("ix_aml_alerts_case", "case_id"),
+        # The suspicious-transaction report reads the alerts reported in a period (L2).
+        Index(
+            "ix_aml_alerts_reported",
+            "closed_at",
+            postgresql_where=text("decision = 'reported'"),
+            sqlite_where=text("decision = 'reported'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -242,8 +257,39 @@ class AmlAction(Base):
     created_at: Mapped[datetime]
 
 
+class FiledReport(Base):
+    """A regulatory report as filed (L1, L2): its content sealed, its digest in clear.
+
+    Append-only: UPDATE of any column but ``content_enc`` and every DELETE are refused by
+    triggers; ``content_enc`` may only be re-encrypted (same plaintext) by ``keys reencrypt``.
+    """
+
+    __tablename__ = "regulatory_reports"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", REPORT_KINDS), name="kind"),
+        CheckConstraint("period_to >= period_from", name="period_ordered"),
+        CheckConstraint("length(content_sha256) = 64", name="digest_length"),
+        Index("ix_regulatory_reports_kind", "kind", "period_from"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The institution calendar days covered, both included (``timezone`` names the calendar).
+    period_from: Mapped[date] = mapped_column(Date)
+    period_to: Mapped[date] = mapped_column(Date)
+    timezone: Mapped[str] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]]
+    #: SHA-256 (hex) of the canonical JSON content, kept in clear to prove the content.
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    content_enc: Mapped[bytes]
+    filed_by: Mapped[str] = mapped_column(String(100))
+    filed_at: Mapped[datetime]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+
+
 #: The vault-encrypted columns of this package (walked by ``custodia keys reencrypt``).
 PII_COLUMNS = (
     EncryptedColumn("aml_alert_notes", "text_enc"),
     EncryptedColumn("aml_actions", "reason_enc"),
+    EncryptedColumn("regulatory_reports", "content_enc"),
 )

@@ -102,6 +102,35 @@ class LargeValueParams(Params, frozen=True, kw_only=True, forbid_unknown_fields=
     cash: Amount = 50_000 * CNY
 
 
+def large_value_category(
+    *, channel: str, customer_kind: str, cross_border: bool, params: LargeValueParams
+) -> tuple[str, int]:
+    """Return the L1 category a customer side counts towards, and that category's threshold.
+
+    Cash (channel ``cash``) has its own threshold; a non-natural person's transfers share
+    one; a natural person's transfers are domestic or cross-border. The monitoring rule and
+    the large-value report (:mod:`custodia.aml.reports`) both decide with this function, so
+    the alerts and the report agree.
+    """
+    if channel == "cash":
+        return "cash", params.cash
+    if customer_kind == "corporate":
+        return "transfers", params.corporate
+    if cross_border:
+        return "cross_border", params.individual_cross_border
+    return "domestic", params.individual_domestic
+
+
+def _category_filter(category: str) -> list[Any]:
+    """Return the window conditions that select the movements of an L1 category."""
+    return {
+        "cash": [AmlMovement.channel == "cash"],
+        "transfers": [AmlMovement.channel != "cash"],
+        "cross_border": [AmlMovement.cross_border.is_(True), AmlMovement.channel != "cash"],
+        "domestic": [AmlMovement.cross_border.is_(False), AmlMovement.channel != "cash"],
+    }[category]
+
+
 class LargeValue(Rule[LargeValueParams]):
     """L1: a customer's inflows (or outflows) of one day reach a large-value threshold.
 
@@ -123,18 +152,13 @@ class LargeValue(Rule[LargeValueParams]):
         local = movement.at.astimezone(scope.tz)
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         since = start - timedelta(microseconds=1)  # windows are (since, until]
-        if movement.channel == "cash":
-            category, threshold = "cash", params.cash
-            extra = [AmlMovement.channel == "cash"]
-        elif scope.subject.kind == "corporate":
-            category, threshold = "transfers", params.corporate
-            extra = [AmlMovement.channel != "cash"]
-        elif movement.cross_border:
-            category, threshold = "cross_border", params.individual_cross_border
-            extra = [AmlMovement.cross_border.is_(True), AmlMovement.channel != "cash"]
-        else:
-            category, threshold = "domestic", params.individual_domestic
-            extra = [AmlMovement.cross_border.is_(False), AmlMovement.channel != "cash"]
+        category, threshold = large_value_category(
+            channel=movement.channel,
+            customer_kind=scope.subject.kind,
+            cross_border=movement.cross_border,
+            params=params,
+        )
+        extra = _category_filter(category)
         window = scope.window
         until = movement.at
         totals = window.totals(movement.customer_id, movement.direction, since, until, *extra)

@@ -1,9 +1,12 @@
-"""``/v1/aml/alerts``, ``/v1/aml/actions``, ``/v1/aml/rules``: queue, measures, rules.
+"""``/v1/aml/alerts``, ``/actions``, ``/rules``, ``/reports``: queue, measures, rules, reports.
 
 Controllers only translate: decode the request, call one service of ``custodia.aml`` in
 one unit of work, encode the answer. Customer names are masked for every role here (an
 officer who needs a name in clear uses ``POST /v1/customers/{id}/reveal``, which is
 audited); a company's own name is public and stays in clear, as in the customers API.
+Transaction records are shown as ``GET /v1/transactions/{id}`` shows them to staff.
+
+Reports (L1, L2) answer JSON, or CSV when the caller prefers ``text/csv`` (``Accept``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.orm import Session
 
 from custodia import aml
 from custodia.accounts import movements
+from custodia.aml import reports
 from custodia.aml.alerts import CustomerContext
 from custodia.aml.errors import AmlError
-from custodia.aml.models import ALERT_STATUSES, AmlAlert
+from custodia.aml.models import ALERT_STATUSES, REPORT_KINDS, AmlAlert, FiledReport
 from custodia.api.accounts import TransactionOut, transaction_out
 from custodia.api.idempotency import respond_idempotently
 from custodia.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
@@ -209,6 +214,64 @@ class ActionOut(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class FileReportIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``POST /v1/aml/reports``: which report to file and for which days.
+
+    ``{"kind": "large_value", "date"}`` or ``{"kind": "suspicious", "from", "to"}``
+    (institution calendar days, both included).
+    """
+
+    kind: Literal["large_value", "suspicious"]
+    # Plain text: the domain parses the dates (``invalid_date``, a stable code).
+    date: str | None = None
+    period_from: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+
+
+class ReportPeriodOut(msgspec.Struct, kw_only=True):
+    """The institution calendar days a report covers, both included."""
+
+    period_from: str = msgspec.field(name="from")
+    to: str
+    timezone: str
+
+
+class FiledReportOut(msgspec.Struct, kw_only=True):
+    """A filed report: what it covers, what it counts, its digest, who filed it and when."""
+
+    id: str
+    kind: str
+    period: ReportPeriodOut
+    counts: dict[str, int]
+    #: SHA-256 (hex) of the canonical content (JSON, keys sorted, compact, UTF-8).
+    sha256: str
+    filed_by: str
+    filed_at: datetime
+
+
+class FiledReportPage(msgspec.Struct, kw_only=True):
+    """Filed reports, newest first."""
+
+    items: list[FiledReportOut]
+    next_cursor: str | None = None
+
+
+class FiledReportDetailOut(FiledReportOut, kw_only=True):
+    """A filed report with its content, byte for byte what was digested."""
+
+    content: msgspec.Raw
+
+
+class FiledReportDoc(FiledReportOut, kw_only=True):
+    """What :class:`FiledReportDetailOut` holds, for the OpenAPI schema.
+
+    ``content`` is the report as ``GET /v1/aml/reports/large-value`` or ``…/suspicious``
+    answer it (by ``kind``).
+    """
+
+    content: dict[str, Any]
+
+
 class _IdPosition(msgspec.Struct, forbid_unknown_fields=True):
     id: str
 
@@ -287,6 +350,81 @@ def _check_filters(status: str | None, rule: str | None) -> None:
         problems.append(FieldProblem("rule", f"one of {', '.join(aml.RULES)}"))
     if problems:
         raise InvalidAmlRequest(problems)
+
+
+CSV = "text/csv"
+JSON = "application/json"
+
+
+def _spec(container: type[msgspec.Struct]) -> ResponseSpec:
+    """Return the OpenAPI description of a report answer (JSON schema; CSV on request)."""
+    return ResponseSpec(
+        container,
+        description="JSON (canonical); with `Accept: text/csv`, CSV: one row per transaction.",
+        generate_examples=False,
+    )
+
+
+def _wants_csv(request: Request[Any, Any, Any]) -> bool:
+    """Return whether the caller prefers CSV to JSON (``Accept``; JSON by default)."""
+    return request.accept.best_match([JSON, CSV], default=JSON) == CSV
+
+
+def _report_response(
+    request: Request[Any, Any, Any], report: reports.Report, content: bytes, filename: str
+) -> Response[bytes]:
+    if _wants_csv(request):
+        return Response(
+            reports.to_csv(report).encode("utf-8"),
+            media_type=f"{CSV}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        )
+    return Response(content, media_type=JSON)
+
+
+def filed_out(row: FiledReport) -> FiledReportOut:
+    """Return the API form of a filed report (without its content)."""
+    return FiledReportOut(
+        id=row.id,
+        kind=row.kind,
+        period=ReportPeriodOut(
+            period_from=row.period_from.isoformat(),
+            to=row.period_to.isoformat(),
+            timezone=row.timezone,
+        ),
+        counts=row.counts,
+        sha256=row.content_sha256,
+        filed_by=row.filed_by,
+        filed_at=row.filed_at,
+    )
+
+
+def _filing(data: FileReportIn) -> reports.FileReport:
+    """Return the filing command of a request body (which dates go with which kind)."""
+    if data.kind == "large_value":
+        wrong = [n for n, v in (("from", data.period_from), ("to", data.to)) if v is not None]
+        if data.date is None or wrong:
+            raise InvalidAmlRequest(
+                [FieldProblem(w, "not used by a large-value report") for w in wrong]
+                or [FieldProblem("date", "a large-value report needs its date")]
+            )
+        day = reports.parse_day("date", data.date)
+        return reports.FileReport(kind="large_value", first=day, last=day)
+    first, last = data.period_from, data.to
+    if first is None or last is None or data.date is not None:
+        problems = [
+            FieldProblem(name, "a suspicious-transaction report needs from and to")
+            for name, v in (("from", first), ("to", last))
+            if v is None
+        ]
+        raise InvalidAmlRequest(
+            problems or [FieldProblem("date", "not used by a suspicious-transaction report")]
+        )
+    return reports.FileReport(
+        kind="suspicious",
+        first=reports.parse_day("from", first),
+        last=reports.parse_day("to", last),
+    )
 
 
 # --------------------------------------------------------------------------- controllers
@@ -568,3 +706,147 @@ class RulesController(Controller):
                 for r in rows
             ]
         )
+
+
+class ReportsController(Controller):
+    """Regulatory reports: large-value (L1) and suspicious-transaction (L2); filing them."""
+
+    path = "/v1/aml/reports"
+    tags = ["aml"]
+
+    @get(
+        "/large-value",
+        operation_id="aml_reports_large_value",
+        sync_to_thread=True,
+        summary="Large-value report of one institution day (JSON or CSV)",
+        responses={200: _spec(reports.LargeValueReport)},
+    )
+    def large_value(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        day: Annotated[str, QueryParameter(name="date", max_length=40)],
+    ) -> Response[bytes]:
+        """Return the day's large-value report (L1), from the posted transaction records."""
+        parsed = reports.parse_day("date", day)
+        policy = runtime.monitoring_policy
+        report = runtime.db.run(
+            lambda s: reports.large_value_report(
+                s, parsed, tz=policy.tz, home_country=policy.home_country, vault=runtime.vault
+            ),
+            read_only=True,
+        )
+        name = f"large-value-{parsed.isoformat()}"
+        return _report_response(request, report, reports.canonical(report), name)
+
+    @get(
+        "/suspicious",
+        operation_id="aml_reports_suspicious",
+        sync_to_thread=True,
+        summary="Suspicious-transaction reports of the cases reported in a period (JSON or CSV)",
+        responses={200: _spec(reports.SuspiciousReport)},
+    )
+    def suspicious(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        period_from: Annotated[str, QueryParameter(name="from", max_length=40)],
+        to: Annotated[str, QueryParameter(max_length=40)],
+    ) -> Response[bytes]:
+        """Return one report per case with alerts closed as reported in the period (L2)."""
+        period = reports.period_of(
+            reports.parse_day("from", period_from),
+            reports.parse_day("to", to),
+            runtime.monitoring_policy.tz,
+        )
+        report = runtime.db.run(
+            lambda s: reports.suspicious_report(s, period, vault=runtime.vault), read_only=True
+        )
+        name = f"suspicious-{period.first.isoformat()}-{period.last.isoformat()}"
+        return _report_response(request, report, reports.canonical(report), name)
+
+    @post(
+        "/",
+        operation_id="aml_reports_file",
+        status_code=201,
+        sync_to_thread=True,
+        summary="File a report: an audited, immutable record with its digest",
+    )
+    def file(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        data: JSONBody[FileReportIn],
+    ) -> Response[bytes]:
+        """File the report of a period that is over; accepts ``Idempotency-Key``."""
+        cmd = _filing(data)
+        ctx = context_of(request, runtime)
+        policy = runtime.monitoring_policy
+
+        def work(session: Session) -> FiledReportOut:
+            filed = reports.file_report(
+                session, cmd, tz=policy.tz, home_country=policy.home_country, ctx=ctx,
+                ids=runtime.ids, vault=runtime.vault,
+            )  # fmt: skip
+            return filed_out(filed.report)
+
+        return respond_idempotently(
+            request,
+            runtime,
+            data,
+            scope=f"{ctx.actor}:aml_report",
+            required=False,
+            status_code=201,
+            work=work,
+        )
+
+    @get(
+        "/filed",
+        operation_id="aml_reports_filed_list",
+        sync_to_thread=True,
+        summary="Filed reports, newest first",
+    )
+    def filed_list(
+        self,
+        runtime: NamedDependency[Runtime],
+        kind: Annotated[str | None, QueryParameter(max_length=16)] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> FiledReportPage:
+        """Return the filed reports (of ``kind``), newest first, without their content."""
+        if kind is not None and kind not in REPORT_KINDS:
+            raise InvalidAmlRequest([FieldProblem("kind", f"one of {', '.join(REPORT_KINDS)}")])
+        before = decode_cursor(cursor, _IdPosition).id if cursor else None
+        rows = runtime.db.run(
+            lambda s: reports.filed_reports(s, kind=kind, before=before, limit=limit + 1),
+            read_only=True,
+        )
+        return FiledReportPage(
+            items=[filed_out(r) for r in rows[:limit]],
+            next_cursor=encode_cursor({"id": rows[limit - 1].id}) if len(rows) > limit else None,
+        )
+
+    @get(
+        "/filed/{report_id:str}",
+        operation_id="aml_reports_filed_get",
+        sync_to_thread=True,
+        summary="A filed report with its content (JSON or CSV)",
+        responses={200: _spec(FiledReportDoc)},
+    )
+    def filed_get(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        report_id: FromPath[str],
+    ) -> Response[bytes]:
+        """Return the filed report; its ``content`` is byte for byte what was digested."""
+        filed = runtime.db.run(
+            lambda s: reports.filed_report(s, report_id, vault=runtime.vault), read_only=True
+        )
+        if _wants_csv(request):
+            report = reports.decode(filed.report.kind, filed.content)
+            return _report_response(request, report, filed.content, filed.report.id)
+        detail = FiledReportDetailOut(
+            **msgspec.structs.asdict(filed_out(filed.report)), content=msgspec.Raw(filed.content)
+        )
+        return Response(msgspec.json.encode(detail), media_type=JSON)

@@ -21,7 +21,12 @@ from custodia.api.accounts import (
     MoneyController,
 )
 from custodia.api.agreements import AgreementsController, CustomerConsentsController
-from custodia.api.aml import ActionsController, AlertsController, RulesController
+from custodia.api.aml import (
+    ActionsController,
+    AlertsController,
+    ReportsController,
+    RulesController,
+)
 from custodia.api.audit import AuditController
 from custodia.api.auth import AuthController
 from custodia.api.body import StrictBodyPlugin
@@ -101,6 +106,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             AlertsController,
             ActionsController,
             RulesController,
+            ReportsController,
         ],
         guards=[authorize],
         dependencies={"runtime": Provide(_provide_runtime, sync_to_thread=False)},

@@ -149,6 +149,13 @@ ROUTE_ACCESS: dict[str, Access] = {
     "aml_rules_list": Access(CUSTOMER_READERS),
     "aml_rules_versions": Access(CUSTOMER_READERS),
     "aml_rules_update": Access(LEADS),
+    # regulatory reports (L1, L2): read by compliance and auditors; filed by officers and
+    # their lead (filing is work on the case load, which auditors review but never do)
+    "aml_reports_large_value": Access(CUSTOMER_READERS),
+    "aml_reports_suspicious": Access(CUSTOMER_READERS),
+    "aml_reports_file": Access(OFFICERS),
+    "aml_reports_filed_list": Access(CUSTOMER_READERS),
+    "aml_reports_filed_get": Access(CUSTOMER_READERS),
 }
 
 

@@ -119,6 +119,7 @@ class AuditAction(StrEnum):
     AML_ALERT_NOTED = "aml:alert:noted"
     AML_ALERT_DECIDED = "aml:alert:decided"
     AML_ACTION_TAKEN = "aml:action:taken"
+    AML_REPORT_FILED = "aml:report:filed"
 
 
 _INSERT_INBOX = insert(AuditInbox.__table__).inline()  # type: ignore[arg-type]

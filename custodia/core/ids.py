@@ -42,6 +42,7 @@ class IdPrefix(StrEnum):
     NOTE = "note"
     AML_ACTION = "act"
     HOLD = "hld"
+    REPORT = "rpt"
 
 
 # 26 Crockford characters encode 130 bits; a ULID has 128, so the first is 0-7.

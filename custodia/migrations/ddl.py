@@ -36,6 +36,12 @@ AML_NOTE_FROZEN_COLUMNS = ("id", "alert_id", "kind", "author", "created_at")
 AML_ACTION_FROZEN_COLUMNS = (
     "id", "action", "customer_id", "account_ids", "alert_id", "actor", "created_at",
 )  # fmt: skip
+#: A filed regulatory report never changes, but for its vault blob (``keys reencrypt``: the
+#: plaintext, and so the digest kept in clear, stays the same).
+REPORT_FROZEN_COLUMNS = (
+    "id", "kind", "period_from", "period_to", "timezone", "counts", "content_sha256",
+    "filed_by", "filed_at", "request_id",
+)  # fmt: skip
 #: A closed alert is read-only (issue 7: "closed alerts read-only").
 CLOSED_ONLY = "OLD.status = 'closed'"
 
@@ -71,6 +77,7 @@ GUARDS = (
     Guard("aml_alert_transactions"),
     Guard("aml_alert_notes", columns=AML_NOTE_FROZEN_COLUMNS),
     Guard("aml_actions", columns=AML_ACTION_FROZEN_COLUMNS),
+    Guard("regulatory_reports", columns=REPORT_FROZEN_COLUMNS),
 )
 
 REFUSE_FUNCTION_PG = """
