@@ -29,6 +29,9 @@ Text100 = Annotated[str, msgspec.Meta(max_length=100)]
 Text300 = Annotated[str, msgspec.Meta(max_length=300)]
 DocumentNumber = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 
+#: The rating factor monitoring feeds (custodia.aml.feedback): staff only.
+_MONITORING_FACTOR = "transaction_behaviour"
+
 
 class PersonIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An individual's identity fields (also a corporate's legal representative).
@@ -619,17 +622,27 @@ class CustomersController(Controller):
         runtime: NamedDependency[Runtime],
         customer_id: FromPath[str],
     ) -> RiskOut:
-        """Return the level, the score and each factor's weight and score (K1)."""
+        """Return the level, the score and each factor's weight and score (K1).
+
+        The ``transaction_behaviour`` factor is monitoring's view of the customer (alerts, a
+        suspicious-transaction report): it is shown to staff only, never to the app facing
+        the customer, as the timeline is (no tipping-off).
+        """
         ctx = context_of(request, runtime)
+        staff = ctx.actor.kind is ActorKind.STAFF
 
         def work(session: Any) -> RiskOut:
             customer = kyc.load(session, customer_id)
             kyc.visible_to(ctx.actor)(customer)
-            factors = customer.risk_factors.get("factors", [])
+            factors = [
+                FactorOut(name=n, weight=w, score=s)
+                for n, w, s in customer.risk_factors.get("factors", [])
+                if staff or n != _MONITORING_FACTOR
+            ]
             return RiskOut(
                 level=customer.risk_level,
                 score=customer.risk_score / 1000,
-                factors=[FactorOut(name=n, weight=w, score=s) for n, w, s in factors],
+                factors=factors,
                 rated_at=customer.rated_at,
             )
 

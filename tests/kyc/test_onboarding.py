@@ -320,9 +320,11 @@ def test_customers_are_found_by_phone_and_by_document(
     assert client.get("/v1/customers", headers=app_key).status_code == 422
 
 
-def test_risk_shows_each_factor(client: Client, app_key: dict[str, str]) -> None:
+def test_risk_shows_each_factor(client: Client, runtime: Runtime, app_key: dict[str, str]) -> None:
+    """Staff see every factor; the app all but monitoring's (no tipping-off)."""
     customer_id = _register(client, app_key, person_body()).json()["id"]
-    risk = client.get(f"/v1/customers/{customer_id}/risk", headers=app_key).json()
+    officer = make_staff(runtime, Role.COMPLIANCE_OFFICER)
+    risk = client.get(f"/v1/customers/{customer_id}/risk", headers=officer.headers).json()
     names = [f["name"] for f in risk["factors"]]
     assert names == [
         "customer_type", "verification_strength", "occupation", "geography",
@@ -331,6 +333,11 @@ def test_risk_shows_each_factor(client: Client, app_key: dict[str, str]) -> None
     total = sum(f["weight"] * f["score"] for f in risk["factors"])
     maximum = sum(f["weight"] * 10 for f in risk["factors"])
     assert risk["score"] == int(total * 1000 / maximum) / 1000
+    by_app = client.get(f"/v1/customers/{customer_id}/risk", headers=app_key).json()
+    assert [f["name"] for f in by_app["factors"]] == [
+        n for n in names if n != "transaction_behaviour"
+    ]
+    assert (by_app["level"], by_app["score"]) == (risk["level"], risk["score"])
 
 
 def test_an_officer_reveals_a_field_with_a_reason_and_it_is_audited(
