@@ -26,8 +26,10 @@ from custodia.aml.alerts import (
 from custodia.aml.config import RuleChange, RuleState, rule_states, rule_versions, update_rule
 from custodia.aml.monitoring import (
     MonitoringPolicy,
+    batch_consumers,
     consumers,
     evaluate_transaction,
+    evaluate_transactions,
     monitoring_backlog,
 )
 from custodia.aml.rules import RULES, Finding, Rule
@@ -47,10 +49,12 @@ __all__ = [
     "TakeAction",
     "add_note",
     "assign",
+    "batch_consumers",
     "consumers",
     "customer_context",
     "decide",
     "evaluate_transaction",
+    "evaluate_transactions",
     "get_alert",
     "list_alerts",
     "monitoring_backlog",

@@ -4,14 +4,22 @@ Every query here is a range scan of one customer's rows on ``ix_aml_movements_wi
 (customer, direction, at) or ``ix_aml_movements_customer_at`` (customer, at): the cost of
 evaluating an event depends on the customer's activity in the window, never on the size of
 the journal (issue 7 item 2).
+
+The rules do not query one by one: each names the aggregates it needs as :class:`Measure`
+objects, and :meth:`Window.measure` answers all of them for one customer side in a single
+query (an aggregate with a FILTER per measure over the longest window). A rule reads rows
+itself only to list an alert's evidence, or in the rare case its aggregate cannot decide
+(see ``Dormant`` and ``UnusualHours`` in :mod:`custodia.aml.rules`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, insert, select
 from sqlalchemy.orm import Session
 
 from custodia.aml.models import AmlMovement
@@ -20,6 +28,8 @@ from custodia.aml.models import AmlMovement
 OWN_CARD = "own_card"
 #: The most rows a rule reads back for one evaluation (an alert lists at most this many).
 MAX_ROWS = 500
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +67,72 @@ class Totals:
     amount: int
 
 
+_INSERT_MOVEMENT = insert(AmlMovement.__table__).inline()  # type: ignore[arg-type]
+
+
 def record(session: Session, movement: Movement) -> None:
-    """Write ``movement``; a second evaluation of the same side fails on the UNIQUE index."""
-    session.add(
-        AmlMovement(
-            transaction_id=movement.transaction_id,
-            customer_id=movement.customer_id,
-            direction=movement.direction,
-            type=movement.type,
-            amount=movement.amount,
-            currency=movement.currency,
-            counterparty=movement.counterparty,
-            cross_border=movement.cross_border,
-            channel=movement.channel,
-            at=movement.at,
-        )
+    """Write ``movement`` now; a second evaluation of the same side fails on the UNIQUE index.
+
+    A plain INSERT, sent at once: the rules' aggregate read that follows must see it.
+    """
+    session.execute(
+        _INSERT_MOVEMENT,
+        {
+            "transaction_id": movement.transaction_id,
+            "customer_id": movement.customer_id,
+            "direction": movement.direction,
+            "type": movement.type,
+            "amount": movement.amount,
+            "currency": movement.currency,
+            "counterparty": movement.counterparty,
+            "cross_border": movement.cross_border,
+            "channel": movement.channel,
+            "at": movement.at,
+        },
     )
-    session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One aggregate a rule asks of a customer's movements in ``(since, until]``.
+
+    ``kind`` is ``totals`` (count and exact sum), ``counterparties`` (how many distinct,
+    own cards aside) or ``latest`` (when the newest happened); ``direction`` None means both.
+    """
+
+    kind: Literal["totals", "counterparties", "latest"]
+    since: datetime
+    until: datetime
+    direction: str | None = None
+    where: tuple[ColumnElement[bool], ...] = ()
+
+
+class Figures:
+    """What one rule's measures came to, by the names the rule gave them."""
+
+    def __init__(self, values: Mapping[str, Totals | int | datetime | None]) -> None:
+        self._values = values
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def totals(self, name: str) -> Totals:
+        """Return the count and sum of a ``totals`` measure."""
+        value = self._values[name]
+        assert isinstance(value, Totals)  # noqa: S101 - the rule named its own measure
+        return value
+
+    def count(self, name: str) -> int:
+        """Return the figure of a ``counterparties`` measure."""
+        value = self._values[name]
+        assert isinstance(value, int)  # noqa: S101 - the rule named its own measure
+        return value
+
+    def latest(self, name: str) -> datetime | None:
+        """Return the figure of a ``latest`` measure (None: no movement in its window)."""
+        value = self._values[name]
+        assert value is None or isinstance(value, datetime)  # noqa: S101
+        return value
 
 
 class Window:
@@ -95,21 +154,47 @@ class Window:
             clauses.append(AmlMovement.direction == direction)
         return clauses
 
-    def totals(
-        self,
-        customer_id: str,
-        direction: str | None,
-        since: datetime,
-        until: datetime,
-        *extra: ColumnElement[bool],
-    ) -> Totals:
-        """Return the count and sum of the movements in ``(since, until]`` matching ``extra``."""
-        count, amount = self.session.execute(
-            select(func.count(), func.coalesce(func.sum(AmlMovement.amount), 0)).where(
-                *self._where(customer_id, direction, since, until), *extra
+    def measure(self, customer_id: str, measures: Mapping[K, Measure]) -> dict[K, Any]:
+        """Return every measure of one customer from one query, keyed as asked.
+
+        One range scan of the customer's rows on ``(customer_id, at)`` from the earliest
+        ``since`` to the latest ``until``; each measure is an aggregate with its own FILTER,
+        so sums stay exact however many rows the window holds (nothing is capped).
+        """
+        if not measures:
+            return {}
+        columns: list[ColumnElement[Any]] = []
+        for m in measures.values():
+            where = and_(
+                AmlMovement.at > m.since,
+                AmlMovement.at <= m.until,
+                *([AmlMovement.direction == m.direction] if m.direction is not None else []),
+                *m.where,
             )
-        ).one()
-        return Totals(int(count), int(amount))
+            if m.kind == "totals":
+                columns.append(func.count().filter(where))
+                columns.append(func.coalesce(func.sum(AmlMovement.amount).filter(where), 0))
+            elif m.kind == "counterparties":
+                distinct = func.count(func.distinct(AmlMovement.counterparty))
+                columns.append(distinct.filter(and_(where, AmlMovement.counterparty != OWN_CARD)))
+            else:
+                columns.append(func.max(AmlMovement.at).filter(where))
+        since = min(m.since for m in measures.values())
+        until = max(m.until for m in measures.values())
+        row = iter(
+            self.session.execute(
+                select(*columns).where(*self._where(customer_id, None, since, until))
+            ).one()
+        )
+        found: dict[K, Any] = {}
+        for key, m in measures.items():
+            if m.kind == "totals":
+                found[key] = Totals(int(next(row)), int(next(row)))
+            elif m.kind == "counterparties":
+                found[key] = int(next(row))
+            else:
+                found[key] = _instant(next(row))
+        return found
 
     def transactions(
         self,
@@ -119,7 +204,10 @@ class Window:
         until: datetime,
         *extra: ColumnElement[bool],
     ) -> tuple[str, ...]:
-        """Return the transactions of the matching movements in the window, oldest first."""
+        """Return the transactions of the matching movements in the window, oldest first.
+
+        The evidence an alert lists: at most ``MAX_ROWS`` (the figures are exact anyway).
+        """
         rows = self.session.execute(
             select(AmlMovement.transaction_id)
             .where(*self._where(customer_id, direction, since, until), *extra)
@@ -127,19 +215,6 @@ class Window:
             .limit(MAX_ROWS)
         ).scalars()
         return tuple(dict.fromkeys(rows))
-
-    def counterparties(
-        self, customer_id: str, direction: str, since: datetime, until: datetime
-    ) -> int:
-        """Return how many distinct counterparties (own cards aside) the window holds."""
-        return int(
-            self.session.execute(
-                select(func.count(func.distinct(AmlMovement.counterparty))).where(
-                    *self._where(customer_id, direction, since, until),
-                    AmlMovement.counterparty != OWN_CARD,
-                )
-            ).scalar_one()
-        )
 
     def previous(self, customer_id: str, before: datetime, transaction_id: str) -> datetime | None:
         """Return when the customer last moved money before ``before`` (another transaction)."""
@@ -155,15 +230,23 @@ class Window:
     def instants(
         self, customer_id: str, since: datetime, until: datetime, transaction_id: str
     ) -> list[datetime]:
-        """Return when the customer's other movements of the window happened (newest first)."""
+        """Return when each of the customer's other movements of the window happened.
+
+        Every one of them (no cap): a rule that counts them must count them all.
+        """
         return list(
             self.session.execute(
-                select(AmlMovement.at)
-                .where(
+                select(AmlMovement.at).where(
                     *self._where(customer_id, None, since, until),
                     AmlMovement.transaction_id != transaction_id,
                 )
-                .order_by(AmlMovement.at.desc())
-                .limit(MAX_ROWS)
             ).scalars()
         )
+
+
+def _instant(value: Any) -> datetime | None:
+    """Return an aggregate's instant as an aware UTC datetime, whatever the driver gave."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
