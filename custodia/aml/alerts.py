@@ -126,19 +126,22 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
 
 
 def _link(session: Session, alert_id: str, transactions: tuple[str, ...], now: datetime) -> int:
-    known = set(
-        session.execute(
-            select(AmlAlertTransaction.transaction_id).where(
-                AmlAlertTransaction.alert_id == alert_id,
-                AmlAlertTransaction.transaction_id.in_(transactions),
-            )
-        ).scalars()
-    )
-    new = [t for t in dict.fromkeys(transactions) if t not in known]
-    session.add_all(
-        AmlAlertTransaction(alert_id=alert_id, transaction_id=t, added_at=now) for t in new
-    )
-    return len(new)
+    """Link the transactions an alert does not list yet; return how many were new.
+
+    One INSERT … ON CONFLICT DO NOTHING RETURNING: the primary key (alert, transaction)
+    skips the known ones, and only the new ones come back.
+    """
+    wanted = list(dict.fromkeys(transactions))
+    if not wanted:
+        return 0
+    table = table_of(AmlAlertTransaction)
+    added = session.execute(
+        upsert_insert(session)(table)
+        .on_conflict_do_nothing(index_elements=["alert_id", "transaction_id"])
+        .returning(table.c.transaction_id),
+        [{"alert_id": alert_id, "transaction_id": t, "added_at": now} for t in wanted],
+    ).all()
+    return len(added)
 
 
 def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> AmlAlert | None:

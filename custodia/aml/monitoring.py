@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from custodia.accounts.models import PaymentTransaction
-from custodia.aml import config, windows
+from custodia.aml import config
 from custodia.aml.alerts import DuePolicy, Raised, raise_alert
 from custodia.aml.rules import Finding, Scope
 from custodia.aml.windows import OWN_CARD, Figures, Movement, Subject, Window
@@ -163,10 +163,9 @@ def observe(
 ) -> list[Raised]:
     """Record one movement and run every enabled rule on it; return the alerts it touched.
 
-    The rules' window aggregates come from one query (:meth:`Window.measure`), sent after
-    the movement is written so that every window includes it.
+    The movement is written and the rules' window aggregates (every window includes the
+    movement) read in one round trip on PostgreSQL (:meth:`Window.record_and_measure`).
     """
-    windows.record(session, movement)
     subject = people.get(movement.customer_id)
     if subject is None:  # a customer row always exists; be explicit if it does not
         raise LookupError(f"no customer {movement.customer_id} for {movement.transaction_id}")
@@ -182,7 +181,7 @@ def observe(
         for n, state in enumerate(enabled)
         for name, measure in state.rule.measures(movement, scope, state.params).items()
     }
-    answers = scope.window.measure(movement.customer_id, asked)
+    answers = scope.window.record_and_measure(movement, asked)
     raised: list[Raised] = []
     for n, state in enumerate(enabled):
         figures = Figures({name: value for (i, name), value in answers.items() if i == n})

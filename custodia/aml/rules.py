@@ -497,7 +497,7 @@ class Dormant(Rule[DormantParams]):
         """Return a finding for a notable movement after a long silence (never the first)."""
         if "recent" not in figures or figures.latest("recent") is not None:
             return None  # small, or the customer moved money within the period
-        # Silent for the whole period: find the movement before it (or none: the first).
+        # Nothing found in the range read: find the movement before (none: the first).
         last = scope.window.previous(movement.customer_id, movement.at, movement.transaction_id)
         if last is None or movement.at - last < timedelta(days=params.dormant_days):
             return None

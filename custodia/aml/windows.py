@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, insert, select
+from sqlalchemy import ColumnElement, Row, Subquery, and_, func, insert, select, union_all
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.util import ClauseAdapter
 
 from custodia.aml.models import AmlMovement
 
@@ -75,21 +76,7 @@ def record(session: Session, movement: Movement) -> None:
 
     A plain INSERT, sent at once: the rules' aggregate read that follows must see it.
     """
-    session.execute(
-        _INSERT_MOVEMENT,
-        {
-            "transaction_id": movement.transaction_id,
-            "customer_id": movement.customer_id,
-            "direction": movement.direction,
-            "type": movement.type,
-            "amount": movement.amount,
-            "currency": movement.currency,
-            "counterparty": movement.counterparty,
-            "cross_border": movement.cross_border,
-            "channel": movement.channel,
-            "at": movement.at,
-        },
-    )
+    session.execute(_INSERT_MOVEMENT, _row(movement))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +85,11 @@ class Measure:
 
     ``kind`` is ``totals`` (count and exact sum), ``counterparties`` (how many distinct,
     own cards aside) or ``latest`` (when the newest happened); ``direction`` None means both.
+
+    A ``latest`` measure never widens the range the query reads: it is answered within the
+    range the other measures need (and within its own window), so None only means "not
+    there", and a rule that must know for sure looks further itself. A movement that long
+    ago is rare, and reading months of a busy customer's rows for it would not be.
     """
 
     kind: Literal["totals", "counterparties", "latest"]
@@ -129,7 +121,7 @@ class Figures:
         return value
 
     def latest(self, name: str) -> datetime | None:
-        """Return the figure of a ``latest`` measure (None: no movement in its window)."""
+        """Return the figure of a ``latest`` measure (None: none found, see ``Measure``)."""
         value = self._values[name]
         assert value is None or isinstance(value, datetime)  # noqa: S101
         return value
@@ -163,38 +155,36 @@ class Window:
         """
         if not measures:
             return {}
-        columns: list[ColumnElement[Any]] = []
-        for m in measures.values():
-            where = and_(
-                AmlMovement.at > m.since,
-                AmlMovement.at <= m.until,
-                *([AmlMovement.direction == m.direction] if m.direction is not None else []),
-                *m.where,
-            )
-            if m.kind == "totals":
-                columns.append(func.count().filter(where))
-                columns.append(func.coalesce(func.sum(AmlMovement.amount).filter(where), 0))
-            elif m.kind == "counterparties":
-                distinct = func.count(func.distinct(AmlMovement.counterparty))
-                columns.append(distinct.filter(and_(where, AmlMovement.counterparty != OWN_CARD)))
-            else:
-                columns.append(func.max(AmlMovement.at).filter(where))
-        since = min(m.since for m in measures.values())
-        until = max(m.until for m in measures.values())
-        row = iter(
-            self.session.execute(
-                select(*columns).where(*self._where(customer_id, None, since, until))
-            ).one()
+        since, until = _range(measures)
+        rows = (
+            select(*(AmlMovement.__table__.c[name] for name in _READ))
+            .where(*self._where(customer_id, None, since, until))
+            .subquery()
         )
-        found: dict[K, Any] = {}
-        for key, m in measures.items():
-            if m.kind == "totals":
-                found[key] = Totals(int(next(row)), int(next(row)))
-            elif m.kind == "counterparties":
-                found[key] = int(next(row))
-            else:
-                found[key] = _instant(next(row))
-        return found
+        return _read(self.session.execute(select(*_aggregates(measures, rows))).one(), measures)
+
+    def record_and_measure(self, movement: Movement, measures: Mapping[K, Measure]) -> dict[K, Any]:
+        """Write ``movement`` and return the measures of its customer, the movement included.
+
+        On PostgreSQL one statement does both (the INSERT in a CTE whose row is added to
+        the scan, since a statement does not see its own CTE's writes): one round trip per
+        customer side. Elsewhere, :func:`record` then :meth:`measure`.
+        """
+        if not measures or self.session.get_bind().dialect.name != "postgresql":
+            record(self.session, movement)
+            return self.measure(movement.customer_id, measures)
+        since, until = _range(measures)
+        written = (
+            insert(AmlMovement)
+            .values(_row(movement))
+            .returning(*(AmlMovement.__table__.c[name] for name in _READ))
+            .cte("written")
+        )
+        scanned = select(*(AmlMovement.__table__.c[name] for name in _READ)).where(
+            *self._where(movement.customer_id, None, since, until)
+        )
+        rows = union_all(scanned, select(*(written.c[name] for name in _READ))).subquery()
+        return _read(self.session.execute(select(*_aggregates(measures, rows))).one(), measures)
 
     def transactions(
         self,
@@ -250,3 +240,68 @@ def _instant(value: Any) -> datetime | None:
         return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+#: The columns the measures read (what a scan of the customer's rows returns).
+_READ = ("transaction_id", "direction", "amount", "counterparty", "cross_border", "channel", "at")
+
+
+def _row(movement: Movement) -> dict[str, Any]:
+    return {
+        "transaction_id": movement.transaction_id,
+        "customer_id": movement.customer_id,
+        "direction": movement.direction,
+        "type": movement.type,
+        "amount": movement.amount,
+        "currency": movement.currency,
+        "counterparty": movement.counterparty,
+        "cross_border": movement.cross_border,
+        "channel": movement.channel,
+        "at": movement.at,
+    }
+
+
+def _range(measures: Mapping[Any, Measure]) -> tuple[datetime, datetime]:
+    """Return the range the query reads: every measure's window but ``latest`` ones'."""
+    ranged = [m for m in measures.values() if m.kind != "latest"] or list(measures.values())
+    return min(m.since for m in ranged), max(m.until for m in ranged)
+
+
+def _aggregates(measures: Mapping[Any, Measure], rows: Subquery) -> list[ColumnElement[Any]]:
+    """Return one FILTERed aggregate per figure of ``measures``, over the rows of ``rows``.
+
+    The rules write their conditions on ``AmlMovement``; they are re-pointed at ``rows``.
+    """
+    adapt = ClauseAdapter(rows).traverse
+    c = rows.c
+    columns: list[ColumnElement[Any]] = []
+    for m in measures.values():
+        where = and_(
+            c.at > m.since,
+            c.at <= m.until,
+            *([c.direction == m.direction] if m.direction is not None else []),
+            *(adapt(clause) for clause in m.where),
+        )
+        if m.kind == "totals":
+            columns.append(func.count().filter(where))
+            columns.append(func.coalesce(func.sum(c.amount).filter(where), 0))
+        elif m.kind == "counterparties":
+            distinct = func.count(func.distinct(c.counterparty))
+            columns.append(distinct.filter(and_(where, c.counterparty != OWN_CARD)))
+        else:
+            columns.append(func.max(c.at).filter(where))
+    return columns
+
+
+def _read(row: Row[Any], measures: Mapping[K, Measure]) -> dict[K, Any]:
+    """Return the figures of ``row`` (from :func:`_aggregates`) keyed as ``measures``."""
+    values = iter(row)
+    found: dict[K, Any] = {}
+    for key, m in measures.items():
+        if m.kind == "totals":
+            found[key] = Totals(int(next(values)), int(next(values)))
+        elif m.kind == "counterparties":
+            found[key] = int(next(values))
+        else:
+            found[key] = _instant(next(values))
+    return found

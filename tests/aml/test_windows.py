@@ -37,7 +37,7 @@ def test_every_rule_query_on_movements_uses_a_customer_index(
     captured: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if "FROM aml_movements" in statement and statement.lstrip().startswith("SELECT"):
+        if "FROM aml_movements" in statement and statement.lstrip().startswith(("SELECT", "WITH")):
             captured.append((statement, params))
 
     movement = Movement(
