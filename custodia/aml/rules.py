@@ -27,9 +27,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import ColumnElement
 
-from custodia.aml.models import AmlMovement
 from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 
 CNY = 100  # minor units per yuan
@@ -94,6 +92,14 @@ def _since(movement: Movement, hours: int) -> datetime:
     return movement.at - timedelta(hours=hours)
 
 
+def _evidence(
+    rule: Rule[P], movement: Movement, scope: Scope, params: P, name: str
+) -> tuple[str, ...]:
+    """Return the transactions the rule's measure ``name`` counted: an alert's evidence."""
+    measure = rule.measures(movement, scope, params)[name]
+    return scope.window.evidence(movement.customer_id, measure)
+
+
 def _scaled(value: int, threshold: int, *, base: int, top: int = 95) -> int:
     """Return a score from ``base`` rising with how far ``value`` exceeds ``threshold``."""
     if threshold <= 0:
@@ -138,36 +144,34 @@ class LargeValue(Rule[LargeValueParams]):
     @staticmethod
     def _category(
         movement: Movement, scope: Scope, params: LargeValueParams
-    ) -> tuple[str, int, tuple[ColumnElement[bool], ...]]:
-        """Return the movement's L1 category, its threshold and the filter of its kind."""
+    ) -> tuple[str, int, bool | None]:
+        """Return the movement's L1 category, its threshold, and cross-border (None: any)."""
         if movement.channel == "cash":
-            return "cash", params.cash, (AmlMovement.channel == "cash",)
+            return "cash", params.cash, None
         if scope.subject.kind == "corporate":
-            return "transfers", params.corporate, (AmlMovement.channel != "cash",)
+            return "transfers", params.corporate, None
         if movement.cross_border:
-            return "cross_border", params.individual_cross_border, (
-                AmlMovement.cross_border.is_(True), AmlMovement.channel != "cash",
-            )  # fmt: skip
-        return "domestic", params.individual_domestic, (
-            AmlMovement.cross_border.is_(False), AmlMovement.channel != "cash",
-        )  # fmt: skip
+            return "cross_border", params.individual_cross_border, True
+        return "domestic", params.individual_domestic, False
 
     def measures(
         self, movement: Movement, scope: Scope, params: LargeValueParams
     ) -> dict[str, Measure]:
         """Ask for the day's movements of the same direction and category."""
         _, since = self._day(movement, scope)
-        _, _, extra = self._category(movement, scope, params)
-        return {"day": Measure("totals", since, movement.at, movement.direction, extra)}
+        category, _, cross_border = self._category(movement, scope, params)
+        day = Measure(
+            "totals", since, movement.at, movement.direction,
+            cash=category == "cash", cross_border=cross_border,
+        )  # fmt: skip
+        return {"day": day}
 
     def evaluate(
         self, movement: Movement, scope: Scope, params: LargeValueParams, figures: Figures
     ) -> Finding | None:
         """Return a finding when the day's total of this kind reaches its threshold."""
-        start, since = self._day(movement, scope)
-        category, threshold, extra = self._category(movement, scope, params)
-        window = scope.window
-        until = movement.at
+        start, _ = self._day(movement, scope)
+        category, threshold, _ = self._category(movement, scope, params)
         totals = figures.totals("day")
         if totals.amount < threshold:
             return None
@@ -175,9 +179,7 @@ class LargeValue(Rule[LargeValueParams]):
         return Finding(
             score=60,
             pattern=f"{movement.direction}:{day}:{category}",
-            transactions=window.transactions(
-                movement.customer_id, movement.direction, since, until, *extra
-            ),
+            transactions=_evidence(self, movement, scope, params, "day"),
             details={
                 "day": day,
                 "direction": movement.direction,
@@ -211,9 +213,8 @@ class Structuring(Rule[StructuringParams]):
     defaults = StructuringParams()
 
     @staticmethod
-    def _band(params: StructuringParams) -> tuple[int, tuple[ColumnElement[bool], ...]]:
-        low = params.threshold - params.threshold * params.margin_pct // 100
-        return low, (AmlMovement.amount >= low, AmlMovement.amount < params.threshold)
+    def _low(params: StructuringParams) -> int:
+        return params.threshold - params.threshold * params.margin_pct // 100
 
     def measures(
         self,
@@ -222,11 +223,15 @@ class Structuring(Rule[StructuringParams]):
         params: StructuringParams,
     ) -> dict[str, Measure]:
         """Ask for the window's amounts in the band, when this movement falls in it."""
-        low, near = self._band(params)
+        low = self._low(params)
         if not low <= movement.amount < params.threshold:
             return {}
         since = _since(movement, params.window_hours)
-        return {"near": Measure("totals", since, movement.at, movement.direction, near)}
+        near = Measure(
+            "totals", since, movement.at, movement.direction,
+            min_amount=low, below_amount=params.threshold,
+        )  # fmt: skip
+        return {"near": near}
 
     def evaluate(
         self, movement: Movement, scope: Scope, params: StructuringParams, figures: Figures
@@ -234,17 +239,14 @@ class Structuring(Rule[StructuringParams]):
         """Return a finding when this and enough others fall within the margin under it."""
         if "near" not in figures:
             return None
-        low, near = self._band(params)
-        since = _since(movement, params.window_hours)
+        low = self._low(params)
         totals = figures.totals("near")
         if totals.count < params.min_count:
             return None
         return Finding(
             score=_scaled(totals.count, params.min_count, base=65),
             pattern=movement.direction,
-            transactions=scope.window.transactions(
-                movement.customer_id, movement.direction, since, movement.at, *near
-            ),
+            transactions=_evidence(self, movement, scope, params, "near"),
             details={
                 "direction": movement.direction,
                 "count": totals.count,
@@ -280,10 +282,9 @@ class FanInFanOut(Rule[FanParams]):
         if movement.counterparty == OWN_CARD:
             return {}
         since, d = _since(movement, params.window_hours), movement.direction
-        others = (AmlMovement.counterparty != OWN_CARD,)
         return {
             "parties": Measure("counterparties", since, movement.at, d),
-            "totals": Measure("totals", since, movement.at, d, others),
+            "totals": Measure("totals", since, movement.at, d, own_cards=False),
         }
 
     def evaluate(
@@ -292,8 +293,6 @@ class FanInFanOut(Rule[FanParams]):
         """Return a finding when the window holds enough distinct counterparties and money."""
         if "parties" not in figures:
             return None
-        since = _since(movement, params.window_hours)
-        window, customer = scope.window, movement.customer_id
         parties = figures.count("parties")
         if parties < params.min_counterparties:
             return None
@@ -303,13 +302,7 @@ class FanInFanOut(Rule[FanParams]):
         return Finding(
             score=_scaled(parties, params.min_counterparties, base=60),
             pattern="fan_in" if movement.direction == "in" else "fan_out",
-            transactions=window.transactions(
-                customer,
-                movement.direction,
-                since,
-                movement.at,
-                AmlMovement.counterparty != OWN_CARD,
-            ),
+            transactions=_evidence(self, movement, scope, params, "totals"),
             details={
                 "direction": movement.direction,
                 "counterparties": parties,
@@ -362,7 +355,6 @@ class RapidPassThrough(Rule[PassThroughParams]):
         if "in" not in figures:
             return None
         since = _since(movement, params.window_hours)
-        window, customer = scope.window, movement.customer_id
         inflow = figures.totals("in")
         if inflow.amount < params.min_inflow:
             return None
@@ -372,7 +364,9 @@ class RapidPassThrough(Rule[PassThroughParams]):
         return Finding(
             score=_scaled(outflow.amount, inflow.amount * params.out_pct // 100, base=70),
             pattern="pass_through",
-            transactions=window.transactions(customer, None, since, movement.at),
+            transactions=scope.window.evidence(
+                movement.customer_id, Measure("totals", since, movement.at)
+            ),
             details={
                 "inflow": inflow.amount,
                 "outflow": outflow.amount,
@@ -427,8 +421,6 @@ class Velocity(Rule[VelocityParams]):
         self, movement: Movement, scope: Scope, params: VelocityParams, figures: Figures
     ) -> Finding | None:
         """Return a finding when the window's count or amount is far above the baseline."""
-        window, customer = scope.window, movement.customer_id
-        since = _since(movement, params.window_hours)
         now = figures.totals("now")
         history = figures.totals("history")
         # Integer arithmetic (money never floats): the window against the baseline's
@@ -447,7 +439,7 @@ class Velocity(Rule[VelocityParams]):
         return Finding(
             score=70 if by_count and by_amount else 55,
             pattern="velocity",
-            transactions=window.transactions(customer, None, since, movement.at),
+            transactions=_evidence(self, movement, scope, params, "now"),
             details={
                 "count": now.count,
                 "amount": now.amount,
@@ -488,8 +480,8 @@ class Dormant(Rule[DormantParams]):
         if movement.amount < params.min_amount:
             return {}
         since = movement.at - timedelta(days=params.dormant_days)
-        other = (AmlMovement.transaction_id != movement.transaction_id,)
-        return {"recent": Measure("latest", since, movement.at, None, other)}
+        other = movement.transaction_id
+        return {"recent": Measure("latest", since, movement.at, other_than=other)}
 
     def evaluate(
         self, movement: Movement, scope: Scope, params: DormantParams, figures: Figures
@@ -530,17 +522,16 @@ class RoundAmounts(Rule[RoundParams]):
     params_type = RoundParams
     defaults = RoundParams()
 
-    @staticmethod
-    def _rounds(params: RoundParams) -> tuple[ColumnElement[bool], ...]:
-        return (AmlMovement.amount >= params.min_amount, AmlMovement.amount % params.unit == 0)
-
     def measures(self, movement: Movement, scope: Scope, params: RoundParams) -> dict[str, Measure]:  # noqa: ARG002 - the rule interface
         """Ask for the window's round amounts, when this movement is one."""
         if movement.amount < params.min_amount or movement.amount % params.unit:
             return {}
         since = _since(movement, params.window_hours)
-        rounds = self._rounds(params)
-        return {"rounds": Measure("totals", since, movement.at, movement.direction, rounds)}
+        rounds = Measure(
+            "totals", since, movement.at, movement.direction,
+            min_amount=params.min_amount, multiple_of=params.unit,
+        )  # fmt: skip
+        return {"rounds": rounds}
 
     def evaluate(
         self, movement: Movement, scope: Scope, params: RoundParams, figures: Figures
@@ -548,18 +539,13 @@ class RoundAmounts(Rule[RoundParams]):
         """Return a finding when this and enough others in the window are round amounts."""
         if "rounds" not in figures:
             return None
-        since = _since(movement, params.window_hours)
-        rounds = self._rounds(params)
-        window, customer = scope.window, movement.customer_id
         totals = figures.totals("rounds")
         if totals.count < params.min_count:
             return None
         return Finding(
             score=_scaled(totals.count, params.min_count, base=45),
             pattern=movement.direction,
-            transactions=window.transactions(
-                customer, movement.direction, since, movement.at, *rounds
-            ),
+            transactions=_evidence(self, movement, scope, params, "rounds"),
             details={
                 "direction": movement.direction,
                 "count": totals.count,
@@ -598,8 +584,8 @@ class UnusualHours(Rule[HoursParams]):
         if movement.amount < params.min_amount:
             return {}
         since = movement.at - timedelta(days=params.lookback_days)
-        other = (AmlMovement.transaction_id != movement.transaction_id,)
-        return {"history": Measure("totals", since, movement.at, None, other)}
+        other = movement.transaction_id
+        return {"history": Measure("totals", since, movement.at, other_than=other)}
 
     def evaluate(
         self, movement: Movement, scope: Scope, params: HoursParams, figures: Figures
@@ -718,15 +704,13 @@ class HighRiskLarge(Rule[HighRiskParams]):
         """Return a finding when a high-risk customer's window total reaches the amount."""
         if "window" not in figures:
             return None
-        since = _since(movement, params.window_hours)
-        window, customer = scope.window, movement.customer_id
         totals = figures.totals("window")
         if totals.amount < params.min_amount:
             return None
         return Finding(
             score=_scaled(totals.amount, params.min_amount, base=65),
             pattern=movement.direction,
-            transactions=window.transactions(customer, movement.direction, since, movement.at),
+            transactions=_evidence(self, movement, scope, params, "window"),
             details={
                 "direction": movement.direction,
                 "total": totals.amount,

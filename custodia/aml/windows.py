@@ -14,16 +14,28 @@ itself only to list an alert's evidence, or in the rare case its aggregate canno
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Subquery, and_, func, insert, select, union_all
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Row,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.util import ClauseAdapter
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from custodia.aml.models import AmlMovement
+from custodia.core.models import table_of
 
 #: A customer's own bank card on the other side (top-up, withdrawal): not a counterparty.
 OWN_CARD = "own_card"
@@ -84,7 +96,16 @@ class Measure:
     """One aggregate a rule asks of a customer's movements in ``(since, until]``.
 
     ``kind`` is ``totals`` (count and exact sum), ``counterparties`` (how many distinct,
-    own cards aside) or ``latest`` (when the newest happened); ``direction`` None means both.
+    own cards always aside) or ``latest`` (when the newest happened). The other fields
+    narrow the movements counted; None (or the default) leaves that condition out:
+    ``direction`` (None: both), ``cash`` (channel ``cash``, or any other channel),
+    ``cross_border``, ``min_amount`` (≥), ``below_amount`` (<), ``multiple_of``,
+    ``own_cards`` (False: movements to or from the customer's own card left out) and
+    ``other_than`` (a transaction left out).
+
+    The conditions are data, not SQL, so that the query answering a set of measures has
+    the same text every time the same kinds of measures are asked: it is built once,
+    prepared by PostgreSQL once, and run with new values (see :meth:`Window.measure`).
 
     A ``latest`` measure never widens the range the query reads: it is answered within the
     range the other measures need (and within its own window), so None only means "not
@@ -96,7 +117,49 @@ class Measure:
     since: datetime
     until: datetime
     direction: str | None = None
-    where: tuple[ColumnElement[bool], ...] = ()
+    cash: bool | None = None
+    cross_border: bool | None = None
+    min_amount: int | None = None
+    below_amount: int | None = None
+    multiple_of: int | None = None
+    own_cards: bool = True
+    other_than: str | None = None
+
+
+#: The conditions of a measure that take a value, in the order they are bound.
+_VALUED = ("since", "until", "direction", "min_amount", "below_amount", "multiple_of", "other_than")
+
+
+def _shape(m: Measure) -> tuple[Any, ...]:
+    """Return what decides the SQL text of a measure (its values aside)."""
+    return (m.kind, m.cash, m.cross_border, m.own_cards, *(getattr(m, f) is None for f in _VALUED))
+
+
+def _conditions(
+    m: Measure, c: ReadOnlyColumnCollection[str, Any], bind: Callable[[Any], Any]
+) -> list[ColumnElement[bool]]:
+    """Return the SQL conditions of ``m`` on columns ``c``; ``bind`` turns a value into SQL.
+
+    The valued conditions call ``bind`` in the order of ``_VALUED``.
+    """
+    found: list[ColumnElement[bool]] = [c.at > bind(m.since), c.at <= bind(m.until)]
+    if m.direction is not None:
+        found.append(c.direction == bind(m.direction))
+    if m.cash is not None:
+        found.append(c.channel == "cash" if m.cash else c.channel != "cash")
+    if m.cross_border is not None:
+        found.append(c.cross_border.is_(m.cross_border))
+    if m.min_amount is not None:
+        found.append(c.amount >= bind(m.min_amount))
+    if m.below_amount is not None:
+        found.append(c.amount < bind(m.below_amount))
+    if m.multiple_of is not None:
+        found.append(c.amount % bind(m.multiple_of) == 0)
+    if not m.own_cards or m.kind == "counterparties":
+        found.append(c.counterparty != OWN_CARD)
+    if m.other_than is not None:
+        found.append(c.transaction_id != bind(m.other_than))
+    return found
 
 
 class Figures:
@@ -155,13 +218,7 @@ class Window:
         """
         if not measures:
             return {}
-        since, until = _range(measures)
-        rows = (
-            select(*(AmlMovement.__table__.c[name] for name in _READ))
-            .where(*self._where(customer_id, None, since, until))
-            .subquery()
-        )
-        return _read(self.session.execute(select(*_aggregates(measures, rows))).one(), measures)
+        return self._run(customer_id, measures, None)
 
     def record_and_measure(self, movement: Movement, measures: Mapping[K, Measure]) -> dict[K, Any]:
         """Write ``movement`` and return the measures of its customer, the movement included.
@@ -173,34 +230,44 @@ class Window:
         if not measures or self.session.get_bind().dialect.name != "postgresql":
             record(self.session, movement)
             return self.measure(movement.customer_id, measures)
-        since, until = _range(measures)
-        written = (
-            insert(AmlMovement)
-            .values(_row(movement))
-            .returning(*(AmlMovement.__table__.c[name] for name in _READ))
-            .cte("written")
-        )
-        scanned = select(*(AmlMovement.__table__.c[name] for name in _READ)).where(
-            *self._where(movement.customer_id, None, since, until)
-        )
-        rows = union_all(scanned, select(*(written.c[name] for name in _READ))).subquery()
-        return _read(self.session.execute(select(*_aggregates(measures, rows))).one(), measures)
+        return self._run(movement.customer_id, measures, movement)
 
-    def transactions(
-        self,
-        customer_id: str,
-        direction: str | None,
-        since: datetime,
-        until: datetime,
-        *extra: ColumnElement[bool],
-    ) -> tuple[str, ...]:
-        """Return the transactions of the matching movements in the window, oldest first.
+    def _run(
+        self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
+    ) -> dict[K, Any]:
+        binder = _Binder()
+        since, until = _range(measures)
+        binder.add(customer_id, since, until)
+        if movement is not None:
+            binder.add(*_row(movement).values())
+        for m in measures.values():
+            binder.add(*(getattr(m, f) for f in _VALUED if getattr(m, f) is not None))
+        key = (
+            self.session.get_bind().dialect.name,
+            movement is not None,
+            tuple(_shape(m) for m in measures.values()),
+            tuple(binder.names),
+        )
+        statement = _STATEMENTS.get(key)
+        if statement is None:
+            statement = _statement(list(measures.values()), binder.names, record=movement)
+            if len(_STATEMENTS) >= _MAX_STATEMENTS:
+                _STATEMENTS.clear()
+            _STATEMENTS[key] = statement
+        return _read(self.session.execute(statement, binder.params).one(), measures)
+
+    def evidence(self, customer_id: str, measure: Measure) -> tuple[str, ...]:
+        """Return the transactions of the movements ``measure`` counts, oldest first.
 
         The evidence an alert lists: at most ``MAX_ROWS`` (the figures are exact anyway).
         """
+        table = AmlMovement.__table__.c
         rows = self.session.execute(
             select(AmlMovement.transaction_id)
-            .where(*self._where(customer_id, direction, since, until), *extra)
+            .where(
+                AmlMovement.customer_id == customer_id,
+                *_conditions(measure, table, lambda value: value),
+            )
             .order_by(AmlMovement.at, AmlMovement.id)
             .limit(MAX_ROWS)
         ).scalars()
@@ -267,34 +334,72 @@ def _range(measures: Mapping[Any, Measure]) -> tuple[datetime, datetime]:
     return min(m.since for m in ranged), max(m.until for m in ranged)
 
 
-def _aggregates(measures: Mapping[Any, Measure], rows: Subquery) -> list[ColumnElement[Any]]:
-    """Return one FILTERed aggregate per figure of ``measures``, over the rows of ``rows``.
+class _Binder:
+    """Names the values of a measure query: one parameter per distinct value, in order."""
 
-    The rules write their conditions on ``AmlMovement``; they are re-pointed at ``rows``.
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.names: list[str] = []
+        self._known: dict[tuple[type, Any], str] = {}
+
+    def add(self, *values: Any) -> None:
+        for value in values:
+            key = (type(value), value)
+            name = self._known.get(key)
+            if name is None:
+                name = self._known[key] = f"p{len(self._known)}"
+                self.params[name] = value
+            self.names.append(name)
+
+
+#: Measure queries built so far, by dialect, shapes and parameter pattern (reused as is).
+_STATEMENTS: dict[tuple[Any, ...], Executable] = {}
+_MAX_STATEMENTS = 2048
+
+
+def _statement(measures: list[Measure], names: list[str], *, record: Movement | None) -> Executable:
+    """Build the query answering ``measures`` with the parameters named ``names``.
+
+    ``names`` lists the parameter of each value in the order :meth:`Window._run` added them
+    (customer, range, the movement's row when ``record`` is given, each measure's values).
     """
-    adapt = ClauseAdapter(rows).traverse
+    slots = iter(names)
+
+    def bind(_value: Any = None) -> BindParameter[Any]:
+        return bindparam(next(slots))
+
+    table = table_of(AmlMovement)
+    read = [table.c[name] for name in _READ]
+    customer, since, until = bind(), bind(), bind()
+    scanned = select(*read).where(
+        table.c.customer_id == customer, table.c.at > since, table.c.at <= until
+    )
+    if record is not None:
+        written = (
+            insert(table)
+            .values({column: bind() for column in _row(record)})
+            .returning(*read)
+            .cte("written")
+        )
+        rows = union_all(scanned, select(*(written.c[name] for name in _READ))).subquery("m")
+    else:
+        rows = scanned.subquery("m")
     c = rows.c
     columns: list[ColumnElement[Any]] = []
-    for m in measures.values():
-        where = and_(
-            c.at > m.since,
-            c.at <= m.until,
-            *([c.direction == m.direction] if m.direction is not None else []),
-            *(adapt(clause) for clause in m.where),
-        )
+    for m in measures:
+        where = and_(*_conditions(m, c, bind))
         if m.kind == "totals":
             columns.append(func.count().filter(where))
             columns.append(func.coalesce(func.sum(c.amount).filter(where), 0))
         elif m.kind == "counterparties":
-            distinct = func.count(func.distinct(c.counterparty))
-            columns.append(distinct.filter(and_(where, c.counterparty != OWN_CARD)))
+            columns.append(func.count(func.distinct(c.counterparty)).filter(where))
         else:
             columns.append(func.max(c.at).filter(where))
-    return columns
+    return select(*columns)
 
 
 def _read(row: Row[Any], measures: Mapping[K, Measure]) -> dict[K, Any]:
-    """Return the figures of ``row`` (from :func:`_aggregates`) keyed as ``measures``."""
+    """Return the figures of ``row`` (from :func:`_statement`) keyed as ``measures``."""
     values = iter(row)
     found: dict[K, Any] = {}
     for key, m in measures.items():
