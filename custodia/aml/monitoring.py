@@ -24,10 +24,10 @@ institution's country (setting ``aml_home_country``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -37,7 +37,7 @@ from custodia.accounts.models import PaymentTransaction
 from custodia.aml import config
 from custodia.aml.alerts import DuePolicy, Raised, raise_alert
 from custodia.aml.rules import Finding, Scope
-from custodia.aml.windows import OWN_CARD, Figures, Movement, Subject, Window
+from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import Clock
 from custodia.core.ids import IdGenerator
@@ -151,21 +151,27 @@ def movements_of(row: Record, people: dict[str, Subject], home_country: str) -> 
     return found
 
 
-def observe(
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One customer side on its way through the rules: what they asked of its window."""
+
+    movement: Movement
+    ctx: Context
+    scope: Scope
+    enabled: list[config.RuleState]
+    asked: dict[tuple[int, str], Measure]
+
+
+def _ask(
     session: Session,
     movement: Movement,
+    ctx: Context,
+    *,
     people: dict[str, Subject],
     states: list[config.RuleState],
-    *,
     policy: MonitoringPolicy,
-    ctx: Context,
-    ids: IdGenerator,
-) -> list[Raised]:
-    """Record one movement and run every enabled rule on it; return the alerts it touched.
-
-    The movement is written and the rules' window aggregates (every window includes the
-    movement) read in one round trip on PostgreSQL (:meth:`Window.record_and_measure`).
-    """
+) -> _Side:
+    """Return the side with the measures every enabled rule needs for it."""
     subject = people.get(movement.customer_id)
     if subject is None:  # a customer row always exists; be explicit if it does not
         raise LookupError(f"no customer {movement.customer_id} for {movement.transaction_id}")
@@ -181,18 +187,65 @@ def observe(
         for n, state in enumerate(enabled)
         for name, measure in state.rule.measures(movement, scope, state.params).items()
     }
-    answers = scope.window.record_and_measure(movement, asked)
+    return _Side(movement, ctx, scope, enabled, asked)
+
+
+def _conclude(
+    session: Session,
+    side: _Side,
+    answers: dict[tuple[int, str], Any],
+    *,
+    policy: MonitoringPolicy,
+    ids: IdGenerator,
+) -> list[Raised]:
+    """Run every enabled rule on the side's figures; raise or update their alerts."""
     raised: list[Raised] = []
-    for n, state in enumerate(enabled):
+    movement, scope = side.movement, side.scope
+    for n, state in enumerate(side.enabled):
         figures = Figures({name: value for (i, name), value in answers.items() if i == n})
         finding: Finding | None = state.rule.evaluate(movement, scope, state.params, figures)
         if finding is not None:
             raised.append(
                 raise_alert(
-                    session, movement.customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due
+                    session, movement.customer_id, state, finding,
+                    ctx=side.ctx, ids=ids, due=policy.due,
                 )
-            )
+            )  # fmt: skip
     return raised
+
+
+def observe(
+    session: Session,
+    movement: Movement,
+    people: dict[str, Subject],
+    states: list[config.RuleState],
+    *,
+    policy: MonitoringPolicy,
+    ctx: Context,
+    ids: IdGenerator,
+) -> list[Raised]:
+    """Record one movement and run every enabled rule on it; return the alerts it touched.
+
+    The movement is written and the rules' window aggregates (every window includes the
+    movement) read in one round trip on PostgreSQL (:meth:`Window.record_and_measure`).
+    """
+    side = _ask(session, movement, ctx, people=people, states=states, policy=policy)
+    answers = side.scope.window.record_and_measure(movement, side.asked)
+    return _conclude(session, side, answers, policy=policy, ids=ids)
+
+
+def _runs(sides: list[_Side]) -> Iterator[list[_Side]]:
+    """Split ``sides`` (in order) into runs in which no customer comes twice."""
+    run: list[_Side] = []
+    seen: set[str] = set()
+    for side in sides:
+        if side.movement.customer_id in seen:
+            yield run
+            run, seen = [], set()
+        run.append(side)
+        seen.add(side.movement.customer_id)
+    if run:
+        yield run
 
 
 def records(session: Session, transaction_ids: Sequence[str]) -> dict[str, Record]:
@@ -231,10 +284,20 @@ def evaluate_transactions(
     }
     people = subjects(session, *parties)
     states = config.rule_states(session, posted[0][1].now)
+    sides = [
+        _ask(session, movement, ctx, people=people, states=states, policy=policy)
+        for transaction_id, ctx in posted
+        for movement in movements_of(found[transaction_id], people, policy.home_country)
+    ]
+    window = Window(session)
     raised: list[Raised] = []
-    for transaction_id, ctx in posted:
-        for movement in movements_of(found[transaction_id], people, policy.home_country):
-            raised += observe(session, movement, people, states, policy=policy, ctx=ctx, ids=ids)
+    # Within a run no customer comes twice, and every read is one customer's: writing and
+    # measuring a whole run before concluding on any of its sides (one round trip on
+    # PostgreSQL) gives each side exactly what one-by-one evaluation would.
+    for run in _runs(sides):
+        answers = window.record_and_measure_all([(side.movement, side.asked) for side in run])
+        for side, answer in zip(run, answers, strict=True):
+            raised += _conclude(session, side, answer, policy=policy, ids=ids)
     return raised
 
 

@@ -14,7 +14,7 @@ itself only to list an alert's evidence, or in the rare case its aggregate canno
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -23,7 +23,6 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Executable,
-    Row,
     and_,
     bindparam,
     func,
@@ -31,6 +30,8 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy.engine import Compiled, Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
@@ -232,9 +233,30 @@ class Window:
             return self.measure(movement.customer_id, measures)
         return self._run(movement.customer_id, measures, movement)
 
-    def _run(
+    def record_and_measure_all(
+        self, sides: Sequence[tuple[Movement, Mapping[K, Measure]]]
+    ) -> list[dict[K, Any]]:
+        """Write each movement and return its customer's measures, as one by one in order.
+
+        On PostgreSQL the statements go out together in a pipeline (one network round
+        trip for all): they still run one after the other in this transaction, so each
+        sees the movements written before it. The caller must not need a side's answer
+        before the next side is written (see ``monitoring.evaluate_transactions``).
+        """
+        if len(sides) < 2 or self.session.get_bind().dialect.name != "postgresql":
+            return [self.record_and_measure(movement, measures) for movement, measures in sides]
+        planned = [
+            self._plan(movement.customer_id, measures, movement) for movement, measures in sides
+        ]
+        dialect = self.session.get_bind().dialect
+        sql = [(_compiled(key, statement, dialect), params) for key, statement, params in planned]
+        rows = _pipelined(self.session.connection(), sql)
+        return [_read(row, measures) for row, (_, measures) in zip(rows, sides, strict=True)]
+
+    def _plan(
         self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
-    ) -> dict[K, Any]:
+    ) -> tuple[tuple[Any, ...], Executable, dict[str, Any]]:
+        """Return the cache key, the (cached) statement and the parameters of a measure query."""
         binder = _Binder()
         since, until = _range(measures)
         binder.add(customer_id, since, until)
@@ -253,8 +275,16 @@ class Window:
             statement = _statement(list(measures.values()), binder.names, record=movement)
             if len(_STATEMENTS) >= _MAX_STATEMENTS:
                 _STATEMENTS.clear()
+                _COMPILED.clear()
             _STATEMENTS[key] = statement
-        return _read(self.session.execute(statement, binder.params).one(), measures)
+        return key, statement, binder.params
+
+    def _run(
+        self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
+    ) -> dict[K, Any]:
+        _, statement, params = self._plan(customer_id, measures, movement)
+        # Core, not the ORM session: nothing here is an entity, and this runs per side.
+        return _read(self.session.connection().execute(statement, params).one(), measures)
 
     def evidence(self, customer_id: str, measure: Measure) -> tuple[str, ...]:
         """Return the transactions of the movements ``measure`` counts, oldest first.
@@ -398,7 +428,43 @@ def _statement(measures: list[Measure], names: list[str], *, record: Movement | 
     return select(*columns)
 
 
-def _read(row: Row[Any], measures: Mapping[K, Measure]) -> dict[K, Any]:
+#: The SQL text of the measure queries sent in a pipeline, by the same keys.
+_COMPILED: dict[tuple[Any, ...], Compiled] = {}
+
+
+def _compiled(key: tuple[Any, ...], statement: Executable, dialect: Dialect) -> Compiled:
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    return found
+
+
+def _pipelined(
+    connection: Connection, statements: list[tuple[Compiled, dict[str, Any]]]
+) -> list[Sequence[Any]]:
+    """Run ``statements`` in order in one psycopg pipeline; return each one's single row.
+
+    The values go to the driver as they are: on PostgreSQL the measure queries' values
+    (text, integers, aware datetimes) need none of SQLAlchemy's conversions. A database
+    error comes back as SQLAlchemy's, so the caller's retry policy sees it as usual.
+    """
+    driver: Any = connection.connection.driver_connection
+    try:
+        with driver.pipeline():
+            cursors = []
+            for compiled, params in statements:
+                cursor = driver.cursor()
+                cursor.execute(compiled.string, compiled.construct_params(params))
+                cursors.append(cursor)
+            rows = [cursor.fetchone() for cursor in cursors]
+    except driver.Error as exc:
+        raise DBAPIError.instance(
+            "measure pipeline", None, exc, type(driver).Error, hide_parameters=True
+        ) from exc
+    return [row for row in rows if row is not None]
+
+
+def _read(row: Sequence[Any], measures: Mapping[K, Measure]) -> dict[K, Any]:
     """Return the figures of ``row`` (from :func:`_statement`) keyed as ``measures``."""
     values = iter(row)
     found: dict[K, Any] = {}

@@ -157,6 +157,22 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     _assert_each_evaluated_once(_state(runtime, payer), sent, events)
 
 
+def test_a_batch_evaluates_every_side_as_one_by_one_would(
+    committing_client: Client, committing_runtime: Runtime, clock: ManualClock
+) -> None:
+    """The batch consumer (pipelined on PostgreSQL) sees each earlier side of the batch."""
+    runtime = committing_runtime
+    _every_transfer_is_a_large_value(runtime, clock)
+    payer, payees, sent = _post_transfers(committing_client, runtime, clock, 12)
+    assert runtime.outbox_processor().process_batch() == len(sent) + 1  # one batch
+    _assert_each_evaluated_once(_state(runtime, payer), sent, len(sent) + 1)
+    [alert] = [a for a in Feed(runtime, clock).alerts(payer.id) if a.pattern.startswith("out:")]
+    assert (alert.details["count"], alert.details["total"]) == (12, 12 * 10 * CNY)
+    for payee in payees:
+        [received] = Feed(runtime, clock).alerts(payee.id, rule="large_value")
+        assert received.details["count"] == 6  # every other transfer
+
+
 @pytest.mark.postgres_only
 def test_two_workers_never_evaluate_an_event_twice(
     committing_client: Client, committing_runtime: Runtime, clock: ManualClock
