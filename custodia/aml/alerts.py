@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text, true, update
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
@@ -39,6 +39,7 @@ from custodia.aml.errors import (
 )
 from custodia.aml.models import AmlAlert, AmlAlertNote, AmlAlertTransaction, AmlCase
 from custodia.aml.rules import Finding
+from custodia.aml.windows import evidence_query
 from custodia.core import audit
 from custodia.core.actors import Context, Role
 from custodia.core.db import upsert_insert
@@ -125,28 +126,56 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
     raise RuntimeError(f"no open case could be found or opened for {customer_id}")
 
 
-def _link(session: Session, alert_id: str, transactions: tuple[str, ...], now: datetime) -> int:
-    """Link the transactions an alert does not list yet; return how many were new.
+def _link(
+    session: Session, alert_id: str, customer_id: str, finding: Finding, now: datetime
+) -> int:
+    """Link the finding's transactions the alert does not list yet; return how many.
 
-    One INSERT … ON CONFLICT DO NOTHING RETURNING: the primary key (alert, transaction)
-    skips the known ones, and only the new ones come back.
+    INSERT … ON CONFLICT DO NOTHING RETURNING: the primary key (alert, transaction) skips
+    the known ones and only the new ones come back. A finding's window of evidence
+    (``Finding.evidence``) is linked straight from the customer's movements by
+    INSERT … SELECT, so its transaction ids never travel to the worker and back.
     """
-    wanted = list(dict.fromkeys(transactions))
-    if not wanted:
-        return 0
     table = table_of(AmlAlertTransaction)
-    added = session.execute(
-        upsert_insert(session)(table)
-        .on_conflict_do_nothing(index_elements=["alert_id", "transaction_id"])
-        .returning(table.c.transaction_id),
-        [{"alert_id": alert_id, "transaction_id": t, "added_at": now} for t in wanted],
-    ).all()
-    return len(added)
+    insert = upsert_insert(session)(table)
+    added = 0
+    wanted = list(dict.fromkeys(finding.transactions))
+    if wanted:
+        added += len(
+            session.execute(
+                insert.on_conflict_do_nothing(
+                    index_elements=["alert_id", "transaction_id"]
+                ).returning(table.c.transaction_id),
+                [{"alert_id": alert_id, "transaction_id": t, "added_at": now} for t in wanted],
+            ).all()
+        )
+    if finding.evidence is not None:
+        found = evidence_query(customer_id, finding.evidence).subquery()
+        rows = select(
+            bindparam("alert_id", alert_id, type_=table.c.alert_id.type),
+            found.c.transaction_id,
+            bindparam("added_at", now, type_=table.c.added_at.type),
+        ).where(true())  # SQLite: tells its ON CONFLICT from a join's ON
+        added += len(
+            session.execute(
+                insert.from_select(["alert_id", "transaction_id", "added_at"], rows)
+                .on_conflict_do_nothing(index_elements=["alert_id", "transaction_id"])
+                .returning(table.c.transaction_id)
+            ).all()
+        )
+    return added
 
 
-def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> AmlAlert | None:
-    return session.execute(
-        select(AmlAlert)
+@dataclass(frozen=True, slots=True)
+class _Unclosed:
+    id: str
+    case_id: str
+    score: int
+
+
+def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> _Unclosed | None:
+    row = session.execute(
+        select(AmlAlert.id, AmlAlert.case_id, AmlAlert.score)
         .where(
             AmlAlert.customer_id == customer_id,
             AmlAlert.rule == rule,
@@ -154,27 +183,40 @@ def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> Am
             AmlAlert.status != "closed",
         )
         .with_for_update()
-    ).scalar_one_or_none()
+    ).one_or_none()
+    return None if row is None else _Unclosed(*row)
 
 
 def _extend(
-    session: Session, alert: AmlAlert, state: RuleState, finding: Finding, *, ctx: Context
+    session: Session,
+    alert: _Unclosed,
+    customer_id: str,
+    state: RuleState,
+    finding: Finding,
+    *,
+    ctx: Context,
 ) -> Raised:
     """Fold a repeated finding into its unclosed alert: new transactions, the higher score."""
-    added = _link(session, alert.id, finding.transactions, ctx.now)
+    added = _link(session, alert.id, customer_id, finding, ctx.now)
     if added or finding.score > alert.score:
-        alert.score = max(alert.score, finding.score)
-        alert.severity = severity_of(alert.score)
-        alert.details = finding.details
-        alert.updated_at = ctx.now
-        session.flush()
+        score = max(alert.score, finding.score)
+        session.execute(
+            update(table_of(AmlAlert))
+            .where(table_of(AmlAlert).c.id == alert.id)
+            .values(
+                score=score,
+                severity=severity_of(score),
+                details=finding.details,
+                updated_at=ctx.now,
+            )
+        )
         audit.record(
             session,
             ctx,
             audit.AuditAction.AML_ALERT_UPDATED,
             target=alert.id,
-            customer_id=alert.customer_id,
-            details={"rule": state.rule.key, "added_transactions": added, "score": alert.score},
+            customer_id=customer_id,
+            details={"rule": state.rule.key, "added_transactions": added, "score": score},
         )
     return Raised(alert.id, alert.case_id, created=False)
 
@@ -197,7 +239,7 @@ def raise_alert(
     """
     existing = _unclosed(session, customer_id, state.rule.key, finding.pattern)
     if existing is not None:
-        return _extend(session, existing, state, finding, ctx=ctx)
+        return _extend(session, existing, customer_id, state, finding, ctx=ctx)
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
@@ -232,8 +274,8 @@ def raise_alert(
     if inserted is None:
         winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
         assert winner is not None  # noqa: S101 - the conflicting row is committed
-        return _extend(session, winner, state, finding, ctx=ctx)
-    _link(session, alert_id, finding.transactions, ctx.now)
+        return _extend(session, winner, customer_id, state, finding, ctx=ctx)
+    linked = _link(session, alert_id, customer_id, finding, ctx.now)
     audit.record(
         session,
         ctx,
@@ -246,7 +288,7 @@ def raise_alert(
             "score": finding.score,
             "severity": severity,
             "case_id": case_id,
-            "transactions": len(finding.transactions),
+            "transactions": linked,
         },
     )
     return Raised(alert_id, case_id, created=True)

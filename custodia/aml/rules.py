@@ -52,6 +52,8 @@ class Finding:
     pattern: str
     transactions: tuple[str, ...]
     details: dict[str, Any] = field(default_factory=dict)
+    #: A window whose movements' transactions are evidence too (linked in the database).
+    evidence: Measure | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +94,9 @@ def _since(movement: Movement, hours: int) -> datetime:
     return movement.at - timedelta(hours=hours)
 
 
-def _evidence(
-    rule: Rule[P], movement: Movement, scope: Scope, params: P, name: str
-) -> tuple[str, ...]:
-    """Return the transactions the rule's measure ``name`` counted: an alert's evidence."""
-    measure = rule.measures(movement, scope, params)[name]
-    return scope.window.evidence(movement.customer_id, measure)
+def _evidence(rule: Rule[P], movement: Movement, scope: Scope, params: P, name: str) -> Measure:
+    """Return the rule's measure ``name``: its movements are the alert's evidence."""
+    return rule.measures(movement, scope, params)[name]
 
 
 def _scaled(value: int, threshold: int, *, base: int, top: int = 95) -> int:
@@ -179,7 +178,8 @@ class LargeValue(Rule[LargeValueParams]):
         return Finding(
             score=60,
             pattern=f"{movement.direction}:{day}:{category}",
-            transactions=_evidence(self, movement, scope, params, "day"),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "day"),
             details={
                 "day": day,
                 "direction": movement.direction,
@@ -246,7 +246,8 @@ class Structuring(Rule[StructuringParams]):
         return Finding(
             score=_scaled(totals.count, params.min_count, base=65),
             pattern=movement.direction,
-            transactions=_evidence(self, movement, scope, params, "near"),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "near"),
             details={
                 "direction": movement.direction,
                 "count": totals.count,
@@ -302,7 +303,8 @@ class FanInFanOut(Rule[FanParams]):
         return Finding(
             score=_scaled(parties, params.min_counterparties, base=60),
             pattern="fan_in" if movement.direction == "in" else "fan_out",
-            transactions=_evidence(self, movement, scope, params, "totals"),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "totals"),
             details={
                 "direction": movement.direction,
                 "counterparties": parties,
@@ -349,7 +351,11 @@ class RapidPassThrough(Rule[PassThroughParams]):
         }
 
     def evaluate(
-        self, movement: Movement, scope: Scope, params: PassThroughParams, figures: Figures
+        self,
+        movement: Movement,
+        scope: Scope,  # noqa: ARG002 - the rule interface
+        params: PassThroughParams,
+        figures: Figures,
     ) -> Finding | None:
         """Return a finding when an outflow brings the window's outflows to ``out_pct`` of in."""
         if "in" not in figures:
@@ -364,9 +370,8 @@ class RapidPassThrough(Rule[PassThroughParams]):
         return Finding(
             score=_scaled(outflow.amount, inflow.amount * params.out_pct // 100, base=70),
             pattern="pass_through",
-            transactions=scope.window.evidence(
-                movement.customer_id, Measure("totals", since, movement.at)
-            ),
+            transactions=(),
+            evidence=Measure("totals", since, movement.at),
             details={
                 "inflow": inflow.amount,
                 "outflow": outflow.amount,
@@ -439,7 +444,8 @@ class Velocity(Rule[VelocityParams]):
         return Finding(
             score=70 if by_count and by_amount else 55,
             pattern="velocity",
-            transactions=_evidence(self, movement, scope, params, "now"),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "now"),
             details={
                 "count": now.count,
                 "amount": now.amount,
@@ -545,7 +551,8 @@ class RoundAmounts(Rule[RoundParams]):
         return Finding(
             score=_scaled(totals.count, params.min_count, base=45),
             pattern=movement.direction,
-            transactions=_evidence(self, movement, scope, params, "rounds"),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "rounds"),
             details={
                 "direction": movement.direction,
                 "count": totals.count,
@@ -710,7 +717,8 @@ class HighRiskLarge(Rule[HighRiskParams]):
         return Finding(
             score=_scaled(totals.amount, params.min_amount, base=65),
             pattern=movement.direction,
-            transactions=_evidence(self, movement, scope, params, "window"),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "window"),
             details={
                 "direction": movement.direction,
                 "total": totals.amount,

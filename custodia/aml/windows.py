@@ -23,6 +23,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Executable,
+    Select,
     and_,
     bindparam,
     func,
@@ -286,23 +287,6 @@ class Window:
         # Core, not the ORM session: nothing here is an entity, and this runs per side.
         return _read(self.session.connection().execute(statement, params).one(), measures)
 
-    def evidence(self, customer_id: str, measure: Measure) -> tuple[str, ...]:
-        """Return the transactions of the movements ``measure`` counts, oldest first.
-
-        The evidence an alert lists: at most ``MAX_ROWS`` (the figures are exact anyway).
-        """
-        table = AmlMovement.__table__.c
-        rows = self.session.execute(
-            select(AmlMovement.transaction_id)
-            .where(
-                AmlMovement.customer_id == customer_id,
-                *_conditions(measure, table, lambda value: value),
-            )
-            .order_by(AmlMovement.at, AmlMovement.id)
-            .limit(MAX_ROWS)
-        ).scalars()
-        return tuple(dict.fromkeys(rows))
-
     def previous(self, customer_id: str, before: datetime, transaction_id: str) -> datetime | None:
         """Return when the customer last moved money before ``before`` (another transaction)."""
         at: datetime | None = self.session.execute(
@@ -329,6 +313,19 @@ class Window:
                 )
             ).scalars()
         )
+
+
+def evidence_query(customer_id: str, measure: Measure) -> Select[str]:
+    """Return the query of the transactions ``measure`` counts: the oldest ``MAX_ROWS``."""
+    return (
+        select(AmlMovement.transaction_id)
+        .where(
+            AmlMovement.customer_id == customer_id,
+            *_conditions(measure, table_of(AmlMovement).c, lambda value: value),
+        )
+        .order_by(AmlMovement.at, AmlMovement.id)
+        .limit(MAX_ROWS)
+    )
 
 
 def _instant(value: Any) -> datetime | None:

@@ -37,7 +37,10 @@ def test_every_rule_query_on_movements_uses_a_customer_index(
     captured: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if "FROM aml_movements" in statement and statement.lstrip().startswith(("SELECT", "WITH")):
+        # SELECT, WITH (write and measure), INSERT … SELECT (an alert's evidence linked)
+        if "FROM aml_movements" in statement and statement.lstrip().startswith(
+            ("SELECT", "WITH", "INSERT")
+        ):
             captured.append((statement, params))
 
     movement = Movement(
@@ -63,6 +66,9 @@ def test_every_rule_query_on_movements_uses_a_customer_index(
         r.rule for r in feed.alerts(customer) if r.id in {x.alert_id for x in raised}
     }
     follow_ups = [statement for statement, _ in captured if "FILTER (WHERE" not in statement]
+    assert any(
+        statement.startswith("INSERT INTO aml_alert_transactions") for statement in follow_ups
+    )
     assert any("max(aml_movements.at)" in statement for statement in follow_ups)  # previous()
     assert any(statement.startswith("SELECT aml_movements.at ") for statement in follow_ups)
 
