@@ -105,14 +105,18 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
     :func:`_close_case_if_done`); a concurrent opener's case wins the insert race.
     """
     for _ in range(3):
-        found = session.execute(
-            select(AmlCase.id)
-            .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
-            .with_for_update()
-        ).scalar_one_or_none()
+        found = (
+            session.connection()
+            .execute(
+                select(AmlCase.id)
+                .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
+                .with_for_update()
+            )
+            .scalar_one_or_none()
+        )
         if found is not None:
             return found
-        session.execute(
+        session.connection().execute(
             upsert_insert(session)(table_of(AmlCase))
             .values(
                 id=ids.new(IdPrefix.CASE),
@@ -142,12 +146,14 @@ def _link(
     wanted = list(dict.fromkeys(finding.transactions))
     if wanted:
         added += len(
-            session.execute(
+            session.connection()
+            .execute(
                 insert.on_conflict_do_nothing(
                     index_elements=["alert_id", "transaction_id"]
                 ).returning(table.c.transaction_id),
                 [{"alert_id": alert_id, "transaction_id": t, "added_at": now} for t in wanted],
-            ).all()
+            )
+            .all()
         )
     if finding.evidence is not None:
         found = evidence_query(customer_id, finding.evidence).subquery()
@@ -157,11 +163,13 @@ def _link(
             bindparam("added_at", now, type_=table.c.added_at.type),
         ).where(true())  # SQLite: tells its ON CONFLICT from a join's ON
         added += len(
-            session.execute(
+            session.connection()
+            .execute(
                 insert.from_select(["alert_id", "transaction_id", "added_at"], rows)
                 .on_conflict_do_nothing(index_elements=["alert_id", "transaction_id"])
                 .returning(table.c.transaction_id)
-            ).all()
+            )
+            .all()
         )
     return added
 
@@ -174,16 +182,20 @@ class _Unclosed:
 
 
 def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> _Unclosed | None:
-    row = session.execute(
-        select(AmlAlert.id, AmlAlert.case_id, AmlAlert.score)
-        .where(
-            AmlAlert.customer_id == customer_id,
-            AmlAlert.rule == rule,
-            AmlAlert.pattern == pattern[:100],
-            AmlAlert.status != "closed",
+    row = (
+        session.connection()
+        .execute(
+            select(AmlAlert.id, AmlAlert.case_id, AmlAlert.score)
+            .where(
+                AmlAlert.customer_id == customer_id,
+                AmlAlert.rule == rule,
+                AmlAlert.pattern == pattern[:100],
+                AmlAlert.status != "closed",
+            )
+            .with_for_update()
         )
-        .with_for_update()
-    ).one_or_none()
+        .one_or_none()
+    )
     return None if row is None else _Unclosed(*row)
 
 
@@ -200,7 +212,7 @@ def _extend(
     added = _link(session, alert.id, customer_id, finding, ctx.now)
     if added or finding.score > alert.score:
         score = max(alert.score, finding.score)
-        session.execute(
+        session.connection().execute(
             update(table_of(AmlAlert))
             .where(table_of(AmlAlert).c.id == alert.id)
             .values(
@@ -235,7 +247,8 @@ def raise_alert(
 
     Two workers finding the same pattern at once both try to insert; the partial UNIQUE
     index lets one in and the other (ON CONFLICT DO NOTHING, after the first commits)
-    adds its transactions to the winner's alert.
+    adds its transactions to the winner's alert. This is the monitoring worker's path, run
+    for every finding: Core statements on the session's connection, no ORM objects.
     """
     existing = _unclosed(session, customer_id, state.rule.key, finding.pattern)
     if existing is not None:
@@ -244,33 +257,37 @@ def raise_alert(
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
     insert = upsert_insert(session)
-    inserted = session.execute(
-        insert(table_of(AmlAlert))
-        .values(
-            id=alert_id,
-            case_id=case_id,
-            customer_id=customer_id,
-            rule=state.rule.key,
-            rule_version=state.version,
-            params=state.params_dict(),
-            pattern=finding.pattern[:100],
-            score=finding.score,
-            severity=severity,
-            details=finding.details,
-            status="open",
-            decision=None,
-            assignee=None,
-            due_at=due.due(severity, ctx.now),
-            created_at=ctx.now,
-            updated_at=ctx.now,
-            closed_at=None,
-            closed_by=None,
+    inserted = (
+        session.connection()
+        .execute(
+            insert(table_of(AmlAlert))
+            .values(
+                id=alert_id,
+                case_id=case_id,
+                customer_id=customer_id,
+                rule=state.rule.key,
+                rule_version=state.version,
+                params=state.params_dict(),
+                pattern=finding.pattern[:100],
+                score=finding.score,
+                severity=severity,
+                details=finding.details,
+                status="open",
+                decision=None,
+                assignee=None,
+                due_at=due.due(severity, ctx.now),
+                created_at=ctx.now,
+                updated_at=ctx.now,
+                closed_at=None,
+                closed_by=None,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
+            )
+            .returning(table_of(AmlAlert).c.id)
         )
-        .on_conflict_do_nothing(
-            index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
-        )
-        .returning(table_of(AmlAlert).c.id)
-    ).scalar_one_or_none()
+        .scalar_one_or_none()
+    )
     if inserted is None:
         winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
         assert winner is not None  # noqa: S101 - the conflicting row is committed
