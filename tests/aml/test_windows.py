@@ -70,7 +70,12 @@ def test_every_rule_query_on_movements_uses_a_customer_index(
         statement.startswith("INSERT INTO aml_alert_transactions") for statement in follow_ups
     )
     assert any("max(aml_movements.at)" in statement for statement in follow_ups)  # previous()
-    assert any(statement.startswith("SELECT aml_movements.at ") for statement in follow_ups)
+    reads_instants = any(
+        statement.startswith("SELECT aml_movements.at ") for statement in follow_ups
+    )
+    # UnusualHours: PostgreSQL counts the movements near the hour in the aggregate query;
+    # SQLite, which has no time zones, reads the instants.
+    assert reads_instants == (engine.dialect.name == "sqlite")
 
     def plans(statement: str, params: Any) -> str:
         def explain(session: Any) -> str:
