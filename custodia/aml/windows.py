@@ -6,10 +6,13 @@ evaluating an event depends on the customer's activity in the window, never on t
 the journal (issue 7 item 2).
 
 The rules do not query one by one: each names the aggregates it needs as :class:`Measure`
-objects, and :meth:`Window.measure` answers all of them for one customer side in a single
-query (an aggregate with a FILTER per measure over the longest window). A rule reads rows
-itself only to list an alert's evidence, or in the rare case its aggregate cannot decide
-(see ``Dormant`` and ``UnusualHours`` in :mod:`custodia.aml.rules`).
+objects (data, not SQL), and :meth:`Window.measure` answers all of them for one customer
+side in a single query (an aggregate with a FILTER per measure over the longest window).
+That query is built once per shape of the measures and reused, so PostgreSQL prepares it;
+there the side's INSERT is part of the same statement, and a run of sides goes out in one
+pipeline (:meth:`Window.record_and_measure_all`). Rows are read back only where an
+aggregate cannot decide (``Dormant``; ``UnusualHours`` on SQLite, which has no time
+zones); an alert's evidence is linked from :func:`evidence_query` inside the database.
 """
 
 from __future__ import annotations
