@@ -431,17 +431,22 @@ def _statement(measures: list[Measure], names: list[str], *, record: Movement | 
         rows = union_all(scanned, select(*(written.c[name] for name in _READ))).subquery("m")
     else:
         rows = scanned.subquery("m")
+    # Each measure's conditions once, as a flag per row; the aggregates filter on the flags
+    # (shorter SQL: psycopg caches the parsing of statements under 4 KiB).
     c = rows.c
+    flags = [and_(*_conditions(m, c, bind)).label(f"f{n}") for n, m in enumerate(measures)]
+    flagged = select(c.amount, c.counterparty, c.at, *flags).subquery("f")
+    f = flagged.c
     columns: list[ColumnElement[Any]] = []
-    for m in measures:
-        where = and_(*_conditions(m, c, bind))
+    for n, m in enumerate(measures):
+        flag = f[f"f{n}"]
         if m.kind == "totals":
-            columns.append(func.count().filter(where))
-            columns.append(func.coalesce(func.sum(c.amount).filter(where), 0))
+            columns.append(func.count().filter(flag))
+            columns.append(func.coalesce(func.sum(f.amount).filter(flag), 0))
         elif m.kind == "counterparties":
-            columns.append(func.count(func.distinct(c.counterparty)).filter(where))
+            columns.append(func.count(func.distinct(f.counterparty)).filter(flag))
         else:
-            columns.append(func.max(c.at).filter(where))
+            columns.append(func.max(f.at).filter(flag))
     return select(*columns)
 
 
