@@ -47,7 +47,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-BENCHES ?= screening onboarding audit_trail transfers monitoring asgi_servers
+BENCHES ?= screening onboarding audit_trail transfers monitoring aml_rules asgi_servers
 
 bench: $(STAMP) ## the benchmarks (never part of `make test`); BENCHES="onboarding" runs one
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

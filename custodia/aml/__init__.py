@@ -31,8 +31,10 @@ from custodia.aml.config import RuleChange, RuleState, rule_states, rule_version
 from custodia.aml.feedback import RatingFeedback, behaviour_score
 from custodia.aml.monitoring import (
     MonitoringPolicy,
+    batch_consumers,
     consumers,
     evaluate_transaction,
+    evaluate_transactions,
     monitoring_backlog,
 )
 from custodia.aml.rules import RULES, Finding, Rule
@@ -53,11 +55,13 @@ __all__ = [
     "TakeAction",
     "add_note",
     "assign",
+    "batch_consumers",
     "behaviour_score",
     "consumers",
     "customer_context",
     "decide",
     "evaluate_transaction",
+    "evaluate_transactions",
     "get_alert",
     "list_alerts",
     "monitoring_backlog",

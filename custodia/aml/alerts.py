@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text, true, update
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
@@ -41,6 +41,7 @@ from custodia.aml.errors import (
 from custodia.aml.feedback import RatingFeedback
 from custodia.aml.models import AmlAlert, AmlAlertNote, AmlAlertTransaction, AmlCase
 from custodia.aml.rules import Finding
+from custodia.aml.windows import evidence_query
 from custodia.core import audit
 from custodia.core.actors import Context, Role
 from custodia.core.db import upsert_insert
@@ -106,14 +107,18 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
     :func:`_close_case_if_done`); a concurrent opener's case wins the insert race.
     """
     for _ in range(3):
-        found = session.execute(
-            select(AmlCase.id)
-            .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
-            .with_for_update()
-        ).scalar_one_or_none()
+        found = (
+            session.connection()
+            .execute(
+                select(AmlCase.id)
+                .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
+                .with_for_update()
+            )
+            .scalar_one_or_none()
+        )
         if found is not None:
             return found
-        session.execute(
+        session.connection().execute(
             upsert_insert(session)(table_of(AmlCase))
             .values(
                 id=ids.new(IdPrefix.CASE),
@@ -127,38 +132,79 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
     raise RuntimeError(f"no open case could be found or opened for {customer_id}")
 
 
-def _link(session: Session, alert_id: str, transactions: tuple[str, ...], now: datetime) -> int:
-    known = set(
-        session.execute(
-            select(AmlAlertTransaction.transaction_id).where(
-                AmlAlertTransaction.alert_id == alert_id,
-                AmlAlertTransaction.transaction_id.in_(transactions),
+def _link(
+    session: Session, alert_id: str, customer_id: str, finding: Finding, now: datetime
+) -> int:
+    """Link the finding's transactions the alert does not list yet; return how many.
+
+    INSERT … ON CONFLICT DO NOTHING RETURNING: the primary key (alert, transaction) skips
+    the known ones and only the new ones come back. A finding's window of evidence
+    (``Finding.evidence``) is linked straight from the customer's movements by
+    INSERT … SELECT, so its transaction ids never travel to the worker and back.
+    """
+    table = table_of(AmlAlertTransaction)
+    insert = upsert_insert(session)(table)
+    added = 0
+    wanted = list(dict.fromkeys(finding.transactions))
+    if wanted:
+        added += len(
+            session.connection()
+            .execute(
+                insert.on_conflict_do_nothing(
+                    index_elements=["alert_id", "transaction_id"]
+                ).returning(table.c.transaction_id),
+                [{"alert_id": alert_id, "transaction_id": t, "added_at": now} for t in wanted],
             )
-        ).scalars()
-    )
-    new = [t for t in dict.fromkeys(transactions) if t not in known]
-    session.add_all(
-        AmlAlertTransaction(alert_id=alert_id, transaction_id=t, added_at=now) for t in new
-    )
-    return len(new)
-
-
-def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> AmlAlert | None:
-    return session.execute(
-        select(AmlAlert)
-        .where(
-            AmlAlert.customer_id == customer_id,
-            AmlAlert.rule == rule,
-            AmlAlert.pattern == pattern[:100],
-            AmlAlert.status != "closed",
+            .all()
         )
-        .with_for_update()
-    ).scalar_one_or_none()
+    if finding.evidence is not None:
+        found = evidence_query(customer_id, finding.evidence).subquery()
+        rows = select(
+            bindparam("alert_id", alert_id, type_=table.c.alert_id.type),
+            found.c.transaction_id,
+            bindparam("added_at", now, type_=table.c.added_at.type),
+        ).where(true())  # SQLite: tells its ON CONFLICT from a join's ON
+        added += len(
+            session.connection()
+            .execute(
+                insert.from_select(["alert_id", "transaction_id", "added_at"], rows)
+                .on_conflict_do_nothing(index_elements=["alert_id", "transaction_id"])
+                .returning(table.c.transaction_id)
+            )
+            .all()
+        )
+    return added
+
+
+@dataclass(frozen=True, slots=True)
+class _Unclosed:
+    id: str
+    case_id: str
+    score: int
+
+
+def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> _Unclosed | None:
+    row = (
+        session.connection()
+        .execute(
+            select(AmlAlert.id, AmlAlert.case_id, AmlAlert.score)
+            .where(
+                AmlAlert.customer_id == customer_id,
+                AmlAlert.rule == rule,
+                AmlAlert.pattern == pattern[:100],
+                AmlAlert.status != "closed",
+            )
+            .with_for_update()
+        )
+        .one_or_none()
+    )
+    return None if row is None else _Unclosed(*row)
 
 
 def _extend(
     session: Session,
-    alert: AmlAlert,
+    alert: _Unclosed,
+    customer_id: str,
     state: RuleState,
     finding: Finding,
     *,
@@ -166,24 +212,30 @@ def _extend(
     rating: RatingFeedback | None,
 ) -> Raised:
     """Fold a repeated finding into its unclosed alert: new transactions, the higher score."""
-    added = _link(session, alert.id, finding.transactions, ctx.now)
+    added = _link(session, alert.id, customer_id, finding, ctx.now)
     stronger = finding.score > alert.score
     if added or stronger:
-        alert.score = max(alert.score, finding.score)
-        alert.severity = severity_of(alert.score)
-        alert.details = finding.details
-        alert.updated_at = ctx.now
-        session.flush()
+        score = max(alert.score, finding.score)
+        session.connection().execute(
+            update(table_of(AmlAlert))
+            .where(table_of(AmlAlert).c.id == alert.id)
+            .values(
+                score=score,
+                severity=severity_of(score),
+                details=finding.details,
+                updated_at=ctx.now,
+            )
+        )
         audit.record(
             session,
             ctx,
             audit.AuditAction.AML_ALERT_UPDATED,
             target=alert.id,
-            customer_id=alert.customer_id,
-            details={"rule": state.rule.key, "added_transactions": added, "score": alert.score},
+            customer_id=customer_id,
+            details={"rule": state.rule.key, "added_transactions": added, "score": score},
         )
     if stronger and rating is not None:
-        rating.refresh(session, alert.customer_id, ctx=ctx, reason="aml_alert_updated")
+        rating.refresh(session, customer_id, ctx=ctx, reason="aml_alert_updated")
     return Raised(alert.id, alert.case_id, created=False)
 
 
@@ -202,48 +254,53 @@ def raise_alert(
 
     Two workers finding the same pattern at once both try to insert; the partial UNIQUE
     index lets one in and the other (ON CONFLICT DO NOTHING, after the first commits)
-    adds its transactions to the winner's alert. With ``rating``, the customer's risk
-    rating follows the alert (K1, :mod:`custodia.aml.feedback`).
+    adds its transactions to the winner's alert. This is the monitoring worker's path, run
+    for every finding: Core statements on the session's connection, no ORM objects. With
+    ``rating``, the customer's risk rating follows the alert (K1, :mod:`custodia.aml.feedback`).
     """
     existing = _unclosed(session, customer_id, state.rule.key, finding.pattern)
     if existing is not None:
-        return _extend(session, existing, state, finding, ctx=ctx, rating=rating)
+        return _extend(session, existing, customer_id, state, finding, ctx=ctx, rating=rating)
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
     insert = upsert_insert(session)
-    inserted = session.execute(
-        insert(table_of(AmlAlert))
-        .values(
-            id=alert_id,
-            case_id=case_id,
-            customer_id=customer_id,
-            rule=state.rule.key,
-            rule_version=state.version,
-            params=state.params_dict(),
-            pattern=finding.pattern[:100],
-            score=finding.score,
-            severity=severity,
-            details=finding.details,
-            status="open",
-            decision=None,
-            assignee=None,
-            due_at=due.due(severity, ctx.now),
-            created_at=ctx.now,
-            updated_at=ctx.now,
-            closed_at=None,
-            closed_by=None,
+    inserted = (
+        session.connection()
+        .execute(
+            insert(table_of(AmlAlert))
+            .values(
+                id=alert_id,
+                case_id=case_id,
+                customer_id=customer_id,
+                rule=state.rule.key,
+                rule_version=state.version,
+                params=state.params_dict(),
+                pattern=finding.pattern[:100],
+                score=finding.score,
+                severity=severity,
+                details=finding.details,
+                status="open",
+                decision=None,
+                assignee=None,
+                due_at=due.due(severity, ctx.now),
+                created_at=ctx.now,
+                updated_at=ctx.now,
+                closed_at=None,
+                closed_by=None,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
+            )
+            .returning(table_of(AmlAlert).c.id)
         )
-        .on_conflict_do_nothing(
-            index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
-        )
-        .returning(table_of(AmlAlert).c.id)
-    ).scalar_one_or_none()
+        .scalar_one_or_none()
+    )
     if inserted is None:
         winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
         assert winner is not None  # noqa: S101 - the conflicting row is committed
-        return _extend(session, winner, state, finding, ctx=ctx, rating=rating)
-    _link(session, alert_id, finding.transactions, ctx.now)
+        return _extend(session, winner, customer_id, state, finding, ctx=ctx, rating=rating)
+    linked = _link(session, alert_id, customer_id, finding, ctx.now)
     audit.record(
         session,
         ctx,
@@ -256,7 +313,7 @@ def raise_alert(
             "score": finding.score,
             "severity": severity,
             "case_id": case_id,
-            "transactions": len(finding.transactions),
+            "transactions": linked,
         },
     )
     if rating is not None:

@@ -24,26 +24,27 @@ institution's country (setting ``aml_home_country``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from custodia.accounts.models import PaymentTransaction
-from custodia.aml import config, windows
+from custodia.aml import config
 from custodia.aml.alerts import DuePolicy, Raised, raise_alert
 from custodia.aml.feedback import RatingFeedback
 from custodia.aml.rules import Finding, Scope
-from custodia.aml.windows import OWN_CARD, Movement, Subject, Window
+from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import Clock
 from custodia.core.ids import IdGenerator
 from custodia.core.metrics import MonitoringBacklog
 from custodia.core.models import OutboxEvent
-from custodia.core.outbox import OutboxMessage
+from custodia.core.outbox import BatchConsumer, OutboxMessage
 from custodia.kyc.models import Customer
 
 TRANSACTION_POSTED = "accounts.transaction_posted"
@@ -79,9 +80,39 @@ def subjects(session: Session, *customer_ids: str) -> dict[str, Subject]:
     return {row.id: Subject(*row) for row in rows}
 
 
-def movements_of(
-    row: PaymentTransaction, people: dict[str, Subject], home_country: str
-) -> list[Movement]:
+class Record(NamedTuple):
+    """What monitoring reads of a transaction record (``payment_transactions``)."""
+
+    id: str
+    type: str
+    amount: int
+    currency: str
+    debit_account: str
+    credit_account: str
+    payer_customer_id: str | None
+    payee_customer_id: str | None
+    merchant_id: str | None
+    channel: str
+    created_at: datetime
+
+
+#: The columns :class:`Record` holds, in order (the large-value report reads them too).
+RECORD_COLUMNS = (
+    PaymentTransaction.id,
+    PaymentTransaction.type,
+    PaymentTransaction.amount,
+    PaymentTransaction.currency,
+    PaymentTransaction.debit_account,
+    PaymentTransaction.credit_account,
+    PaymentTransaction.payer_customer_id,
+    PaymentTransaction.payee_customer_id,
+    PaymentTransaction.merchant_id,
+    PaymentTransaction.channel,
+    PaymentTransaction.created_at,
+)
+
+
+def movements_of(row: Record, people: dict[str, Subject], home_country: str) -> list[Movement]:
     """Return the customer sides of a transaction record (none for merchant-only ones)."""
     found: list[Movement] = []
 
@@ -124,6 +155,69 @@ def movements_of(
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One customer side on its way through the rules: what they asked of its window."""
+
+    movement: Movement
+    ctx: Context
+    scope: Scope
+    enabled: list[config.RuleState]
+    asked: dict[tuple[int, str], Measure]
+
+
+def _ask(
+    session: Session,
+    movement: Movement,
+    ctx: Context,
+    *,
+    people: dict[str, Subject],
+    states: list[config.RuleState],
+    policy: MonitoringPolicy,
+) -> _Side:
+    """Return the side with the measures every enabled rule needs for it."""
+    subject = people.get(movement.customer_id)
+    if subject is None:  # a customer row always exists; be explicit if it does not
+        raise LookupError(f"no customer {movement.customer_id} for {movement.transaction_id}")
+    scope = Scope(
+        window=Window(session),
+        tz=policy.tz,
+        subject=subject,
+        counterparty=people.get(movement.counterparty),
+    )
+    enabled = [state for state in states if state.enabled]
+    asked = {
+        (n, name): measure
+        for n, state in enumerate(enabled)
+        for name, measure in state.rule.measures(movement, scope, state.params).items()
+    }
+    return _Side(movement, ctx, scope, enabled, asked)
+
+
+def _conclude(
+    session: Session,
+    side: _Side,
+    answers: dict[tuple[int, str], Any],
+    *,
+    policy: MonitoringPolicy,
+    ids: IdGenerator,
+) -> list[Raised]:
+    """Run every enabled rule on the side's figures; raise or update their alerts."""
+    raised: list[Raised] = []
+    movement, scope = side.movement, side.scope
+    for n, state in enumerate(side.enabled):
+        figures = Figures({name: value for (i, name), value in answers.items() if i == n})
+        finding: Finding | None = state.rule.evaluate(movement, scope, state.params, figures)
+        if finding is not None:
+            raised.append(
+                raise_alert(
+                    session, movement.customer_id, state, finding,
+                    ctx=side.ctx, ids=ids, due=policy.due, rating=policy.rating,
+                )
+            )  # fmt: skip
+    return raised
+
+
 def observe(
     session: Session,
     movement: Movement,
@@ -134,35 +228,80 @@ def observe(
     ctx: Context,
     ids: IdGenerator,
 ) -> list[Raised]:
-    """Record one movement and run every enabled rule on it; return the alerts it touched."""
-    windows.record(session, movement)
-    subject = people.get(movement.customer_id)
-    if subject is None:  # a customer row always exists; be explicit if it does not
-        raise LookupError(f"no customer {movement.customer_id} for {movement.transaction_id}")
-    scope = Scope(
-        window=Window(session),
-        tz=policy.tz,
-        subject=subject,
-        counterparty=people.get(movement.counterparty),
-    )
+    """Record one movement and run every enabled rule on it; return the alerts it touched.
+
+    The movement is written and the rules' window aggregates (every window includes the
+    movement) read in one round trip on PostgreSQL (:meth:`Window.record_and_measure`).
+    """
+    side = _ask(session, movement, ctx, people=people, states=states, policy=policy)
+    answers = side.scope.window.record_and_measure(movement, side.asked)
+    return _conclude(session, side, answers, policy=policy, ids=ids)
+
+
+def _runs(sides: list[_Side]) -> Iterator[list[_Side]]:
+    """Split ``sides`` (in order) into runs in which no customer comes twice."""
+    run: list[_Side] = []
+    seen: set[str] = set()
+    for side in sides:
+        if side.movement.customer_id in seen:
+            yield run
+            run, seen = [], set()
+        run.append(side)
+        seen.add(side.movement.customer_id)
+    if run:
+        yield run
+
+
+def records(session: Session, transaction_ids: Sequence[str]) -> dict[str, Record]:
+    """Return what monitoring reads of these transaction records (one query), by id."""
+    rows = session.execute(
+        select(*RECORD_COLUMNS).where(PaymentTransaction.id.in_(sorted(set(transaction_ids))))
+    ).all()
+    found = {row.id: Record(*row) for row in rows}
+    missing = [t for t in transaction_ids if t not in found]
+    if missing:
+        raise LookupError(f"no transaction record for {', '.join(missing[:5])}")
+    return found
+
+
+def evaluate_transactions(
+    session: Session,
+    posted: Sequence[tuple[str, Context]],
+    *,
+    policy: MonitoringPolicy,
+    ids: IdGenerator,
+) -> list[Raised]:
+    """Run the rules on every customer side of posted transactions, in order (K2).
+
+    ``posted`` pairs each transaction id with the context its evaluation is audited under.
+    The records, the customers and the rules' parameters are read once for all of them;
+    each side is then written and evaluated in turn, so a later side sees the earlier ones.
+    """
+    if not posted:
+        return []
+    found = records(session, [transaction_id for transaction_id, _ in posted])
+    parties = {
+        party
+        for row in found.values()
+        for party in (row.payer_customer_id, row.payee_customer_id)
+        if party
+    }
+    people = subjects(session, *parties)
+    states = config.rule_states(session, posted[0][1].now)
+    sides = [
+        _ask(session, movement, ctx, people=people, states=states, policy=policy)
+        for transaction_id, ctx in posted
+        for movement in movements_of(found[transaction_id], people, policy.home_country)
+    ]
+    window = Window(session)
     raised: list[Raised] = []
-    for state in states:
-        if not state.enabled:
-            continue
-        finding: Finding | None = state.rule.evaluate(movement, scope, state.params)
-        if finding is not None:
-            raised.append(
-                raise_alert(
-                    session,
-                    movement.customer_id,
-                    state,
-                    finding,
-                    ctx=ctx,
-                    ids=ids,
-                    due=policy.due,
-                    rating=policy.rating,
-                )
-            )
+    # Within a run no customer comes twice, and every read is one customer's: writing and
+    # measuring a whole run before concluding on any of its sides (one round trip on
+    # PostgreSQL) gives each side exactly what one-by-one evaluation would.
+    for run in _runs(sides):
+        answers = window.record_and_measure_all([(side.movement, side.asked) for side in run])
+        for side, answer in zip(run, answers, strict=True):
+            raised += _conclude(session, side, answer, policy=policy, ids=ids)
     return raised
 
 
@@ -175,19 +314,7 @@ def evaluate_transaction(
     ids: IdGenerator,
 ) -> list[Raised]:
     """Run the rules on every customer side of a posted transaction (K2)."""
-    row = session.execute(
-        select(PaymentTransaction).where(PaymentTransaction.id == transaction_id)
-    ).scalar_one()
-    parties = [row.payer_customer_id, row.payee_customer_id]
-    people = subjects(session, *(p for p in parties if p))
-    sides = movements_of(row, people, policy.home_country)
-    if not sides:
-        return []
-    states = config.rule_states(session, ctx.now)
-    raised: list[Raised] = []
-    for movement in sides:
-        raised += observe(session, movement, people, states, policy=policy, ctx=ctx, ids=ids)
-    return raised
+    return evaluate_transactions(session, [(transaction_id, ctx)], policy=policy, ids=ids)
 
 
 def screening_hit(
@@ -213,6 +340,26 @@ def screening_hit(
     return raise_alert(
         session, customer_id, state, finding, ctx=ctx, ids=ids, due=policy.due, rating=policy.rating
     )
+
+
+def batch_consumers(
+    policy: MonitoringPolicy, *, clock: Clock, ids: IdGenerator
+) -> dict[str, BatchConsumer]:
+    """Return monitoring's batch consumers: a claimed batch of posted transactions at once.
+
+    The outbox runs one in a savepoint over consecutive events of its type and marks them
+    all done with it; if it fails, the outbox delivers those events one by one through
+    :func:`consumers` instead, so one bad event holds up only itself.
+    """
+
+    def on_posted_batch(session: Session, messages: Sequence[OutboxMessage]) -> None:
+        posted = [
+            (str(m.payload["transaction_id"]), Context(SYSTEM, clock.now(), f"aml:{m.id}"))
+            for m in messages
+        ]
+        evaluate_transactions(session, posted, policy=policy, ids=ids)
+
+    return {TRANSACTION_POSTED: on_posted_batch}
 
 
 def consumers(

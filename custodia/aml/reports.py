@@ -404,21 +404,6 @@ def large_value_params(session: Session) -> tuple[int, LargeValueParams]:
     return row.version, params
 
 
-_SIDE_COLUMNS = (
-    PaymentTransaction.id,
-    PaymentTransaction.type,
-    PaymentTransaction.amount,
-    PaymentTransaction.currency,
-    PaymentTransaction.debit_account,
-    PaymentTransaction.credit_account,
-    PaymentTransaction.payer_customer_id,
-    PaymentTransaction.payee_customer_id,
-    PaymentTransaction.merchant_id,
-    PaymentTransaction.channel,
-    PaymentTransaction.created_at,
-)
-
-
 @dataclass(slots=True)
 class _Tally:
     threshold: int
@@ -446,7 +431,7 @@ def large_value_report(
     period = period_of(day, day, tz)
     version, params = large_value_params(session)
     day_records = session.execute(
-        select(*_SIDE_COLUMNS)
+        select(*monitoring.RECORD_COLUMNS)
         .where(
             PaymentTransaction.created_at >= period.start,
             PaymentTransaction.created_at < period.end,
@@ -460,8 +445,7 @@ def large_value_report(
     tallies: dict[tuple[str, str, str], _Tally] = {}
     # Streamed in partitions: memory holds the tallies, not the day's records.
     for partition in day_records.partitions():
-        # Transient records (never added to the session): what movements_of needs to see.
-        records = [PaymentTransaction(**row._asdict()) for row in partition]
+        records = [monitoring.Record(*row) for row in partition]
         parties = {p for r in records for p in (r.payer_customer_id, r.payee_customer_id) if p}
         for chunk in _chunks(sorted(parties - people.keys())):
             people.update(monitoring.subjects(session, *chunk))

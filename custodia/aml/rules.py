@@ -1,7 +1,12 @@
 """The monitoring rules: each a small class with typed, validated parameters (K2, L1, L2, L3).
 
 A rule looks at one movement (one customer side of one posted transaction) in the light of
-the customer's recent movements and returns a :class:`Finding` or nothing. Parameters are
+the customer's recent movements and returns a :class:`Finding` or nothing. It works in two
+steps: :meth:`Rule.measures` names the window aggregates it needs for this movement (none
+when it cannot fire), then :meth:`Rule.evaluate` decides from their figures. The monitoring
+pipeline gathers every enabled rule's measures and answers them in one query per customer
+side (:meth:`custodia.aml.windows.Window.measure`), so adding a rule adds aggregates to that
+query, not round trips. Parameters are
 a ``msgspec`` struct with constraints; their current values live in the database
 (``aml_rules``, versioned in ``aml_rule_versions``) and are changed by a compliance lead
 through :func:`custodia.aml.config.update_rule`. The defaults below are what a rule starts
@@ -23,8 +28,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from custodia.aml.models import AmlMovement
-from custodia.aml.windows import OWN_CARD, Movement, Subject, Window
+from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 
 CNY = 100  # minor units per yuan
 Amount = Annotated[int, msgspec.Meta(ge=1, le=10**13)]
@@ -48,6 +52,8 @@ class Finding:
     pattern: str
     transactions: tuple[str, ...]
     details: dict[str, Any] = field(default_factory=dict)
+    #: A window whose movements' transactions are evidence too (linked in the database).
+    evidence: Measure | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +79,24 @@ class Rule(ABC, Generic[P]):
         """Return ``raw`` as this rule's parameters (msgspec.ValidationError if invalid)."""
         return msgspec.convert(raw, self.params_type, strict=True)
 
+    def measures(self, movement: Movement, scope: Scope, params: P) -> dict[str, Measure]:  # noqa: ARG002 - the rule interface
+        """Return the window aggregates the rule needs for ``movement``, by name (none)."""
+        return {}
+
     @abstractmethod
-    def evaluate(self, movement: Movement, scope: Scope, params: P) -> Finding | None:
-        """Return what the rule finds in ``movement`` (None: nothing)."""
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: P, figures: Figures
+    ) -> Finding | None:
+        """Return what the rule finds in ``movement`` given its measures' figures (None)."""
 
 
 def _since(movement: Movement, hours: int) -> datetime:
     return movement.at - timedelta(hours=hours)
+
+
+def _evidence(rule: Rule[P], movement: Movement, scope: Scope, params: P, name: str) -> Measure:
+    """Return the rule's measure ``name``: its movements are the alert's evidence."""
+    return rule.measures(movement, scope, params)[name]
 
 
 def _scaled(value: int, threshold: int, *, base: int, top: int = 95) -> int:
@@ -121,16 +138,6 @@ def large_value_category(
     return "domestic", params.individual_domestic
 
 
-def _category_filter(category: str) -> list[Any]:
-    """Return the window conditions that select the movements of an L1 category."""
-    return {
-        "cash": [AmlMovement.channel == "cash"],
-        "transfers": [AmlMovement.channel != "cash"],
-        "cross_border": [AmlMovement.cross_border.is_(True), AmlMovement.channel != "cash"],
-        "domestic": [AmlMovement.cross_border.is_(False), AmlMovement.channel != "cash"],
-    }[category]
-
-
 class LargeValue(Rule[LargeValueParams]):
     """L1: a customer's inflows (or outflows) of one day reach a large-value threshold.
 
@@ -145,32 +152,53 @@ class LargeValue(Rule[LargeValueParams]):
     params_type = LargeValueParams
     defaults = LargeValueParams()
 
-    def evaluate(
-        self, movement: Movement, scope: Scope, params: LargeValueParams
-    ) -> Finding | None:
-        """Return a finding when the day's total of this kind reaches its threshold."""
+    @staticmethod
+    def _day(movement: Movement, scope: Scope) -> tuple[datetime, datetime]:
+        """Return the start of the movement's institution day and the window's ``since``."""
         local = movement.at.astimezone(scope.tz)
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        since = start - timedelta(microseconds=1)  # windows are (since, until]
+        return start, start - timedelta(microseconds=1)  # windows are (since, until]
+
+    @staticmethod
+    def _category(
+        movement: Movement, scope: Scope, params: LargeValueParams
+    ) -> tuple[str, int, bool | None]:
+        """Return the movement's L1 category, its threshold, and cross-border (None: any)."""
         category, threshold = large_value_category(
             channel=movement.channel,
             customer_kind=scope.subject.kind,
             cross_border=movement.cross_border,
             params=params,
         )
-        extra = _category_filter(category)
-        window = scope.window
-        until = movement.at
-        totals = window.totals(movement.customer_id, movement.direction, since, until, *extra)
+        return category, threshold, {"cross_border": True, "domestic": False}.get(category)
+
+    def measures(
+        self, movement: Movement, scope: Scope, params: LargeValueParams
+    ) -> dict[str, Measure]:
+        """Ask for the day's movements of the same direction and category."""
+        _, since = self._day(movement, scope)
+        category, _, cross_border = self._category(movement, scope, params)
+        day = Measure(
+            "totals", since, movement.at, movement.direction,
+            cash=category == "cash", cross_border=cross_border,
+        )  # fmt: skip
+        return {"day": day}
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: LargeValueParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding when the day's total of this kind reaches its threshold."""
+        start, _ = self._day(movement, scope)
+        category, threshold, _ = self._category(movement, scope, params)
+        totals = figures.totals("day")
         if totals.amount < threshold:
             return None
         day = start.date().isoformat()
         return Finding(
             score=60,
             pattern=f"{movement.direction}:{day}:{category}",
-            transactions=window.transactions(
-                movement.customer_id, movement.direction, since, until, *extra
-            ),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "day"),
             details={
                 "day": day,
                 "direction": movement.direction,
@@ -203,26 +231,42 @@ class Structuring(Rule[StructuringParams]):
     params_type = StructuringParams
     defaults = StructuringParams()
 
+    @staticmethod
+    def _low(params: StructuringParams) -> int:
+        return params.threshold - params.threshold * params.margin_pct // 100
+
+    def measures(
+        self,
+        movement: Movement,
+        scope: Scope,  # noqa: ARG002 - the rule interface
+        params: StructuringParams,
+    ) -> dict[str, Measure]:
+        """Ask for the window's amounts in the band, when this movement falls in it."""
+        low = self._low(params)
+        if not low <= movement.amount < params.threshold:
+            return {}
+        since = _since(movement, params.window_hours)
+        near = Measure(
+            "totals", since, movement.at, movement.direction,
+            min_amount=low, below_amount=params.threshold,
+        )  # fmt: skip
+        return {"near": near}
+
     def evaluate(
-        self, movement: Movement, scope: Scope, params: StructuringParams
+        self, movement: Movement, scope: Scope, params: StructuringParams, figures: Figures
     ) -> Finding | None:
         """Return a finding when this and enough others fall within the margin under it."""
-        low = params.threshold - params.threshold * params.margin_pct // 100
-        if not low <= movement.amount < params.threshold:
+        if "near" not in figures:
             return None
-        near = (AmlMovement.amount >= low, AmlMovement.amount < params.threshold)
-        since = _since(movement, params.window_hours)
-        totals = scope.window.totals(
-            movement.customer_id, movement.direction, since, movement.at, *near
-        )
+        low = self._low(params)
+        totals = figures.totals("near")
         if totals.count < params.min_count:
             return None
         return Finding(
             score=_scaled(totals.count, params.min_count, base=65),
             pattern=movement.direction,
-            transactions=scope.window.transactions(
-                movement.customer_id, movement.direction, since, movement.at, *near
-            ),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "near"),
             details={
                 "direction": movement.direction,
                 "count": totals.count,
@@ -253,30 +297,33 @@ class FanInFanOut(Rule[FanParams]):
     params_type = FanParams
     defaults = FanParams()
 
-    def evaluate(self, movement: Movement, scope: Scope, params: FanParams) -> Finding | None:
-        """Return a finding when the window holds enough distinct counterparties and money."""
+    def measures(self, movement: Movement, scope: Scope, params: FanParams) -> dict[str, Measure]:  # noqa: ARG002 - the rule interface
+        """Ask for the window's distinct counterparties and their money (own cards aside)."""
         if movement.counterparty == OWN_CARD:
+            return {}
+        since, d = _since(movement, params.window_hours), movement.direction
+        return {
+            "parties": Measure("counterparties", since, movement.at, d),
+            "totals": Measure("totals", since, movement.at, d, own_cards=False),
+        }
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: FanParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding when the window holds enough distinct counterparties and money."""
+        if "parties" not in figures:
             return None
-        since = _since(movement, params.window_hours)
-        window, customer = scope.window, movement.customer_id
-        parties = window.counterparties(customer, movement.direction, since, movement.at)
+        parties = figures.count("parties")
         if parties < params.min_counterparties:
             return None
-        totals = window.totals(
-            customer, movement.direction, since, movement.at, AmlMovement.counterparty != OWN_CARD
-        )
+        totals = figures.totals("totals")
         if totals.amount < params.min_total:
             return None
         return Finding(
             score=_scaled(parties, params.min_counterparties, base=60),
             pattern="fan_in" if movement.direction == "in" else "fan_out",
-            transactions=window.transactions(
-                customer,
-                movement.direction,
-                since,
-                movement.at,
-                AmlMovement.counterparty != OWN_CARD,
-            ),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "totals"),
             details={
                 "direction": movement.direction,
                 "counterparties": parties,
@@ -307,24 +354,43 @@ class RapidPassThrough(Rule[PassThroughParams]):
     params_type = PassThroughParams
     defaults = PassThroughParams()
 
+    def measures(
+        self,
+        movement: Movement,
+        scope: Scope,  # noqa: ARG002 - the rule interface
+        params: PassThroughParams,
+    ) -> dict[str, Measure]:
+        """Ask for the window's inflows and outflows, on an outflow."""
+        if movement.direction != "out":
+            return {}
+        since = _since(movement, params.window_hours)
+        return {
+            "in": Measure("totals", since, movement.at, "in"),
+            "out": Measure("totals", since, movement.at, "out"),
+        }
+
     def evaluate(
-        self, movement: Movement, scope: Scope, params: PassThroughParams
+        self,
+        movement: Movement,
+        scope: Scope,  # noqa: ARG002 - the rule interface
+        params: PassThroughParams,
+        figures: Figures,
     ) -> Finding | None:
         """Return a finding when an outflow brings the window's outflows to ``out_pct`` of in."""
-        if movement.direction != "out":
+        if "in" not in figures:
             return None
         since = _since(movement, params.window_hours)
-        window, customer = scope.window, movement.customer_id
-        inflow = window.totals(customer, "in", since, movement.at)
+        inflow = figures.totals("in")
         if inflow.amount < params.min_inflow:
             return None
-        outflow = window.totals(customer, "out", since, movement.at)
+        outflow = figures.totals("out")
         if outflow.amount * 100 < inflow.amount * params.out_pct:
             return None
         return Finding(
             score=_scaled(outflow.amount, inflow.amount * params.out_pct // 100, base=70),
             pattern="pass_through",
-            transactions=window.transactions(customer, None, since, movement.at),
+            transactions=(),
+            evidence=Measure("totals", since, movement.at),
             details={
                 "inflow": inflow.amount,
                 "outflow": outflow.amount,
@@ -361,13 +427,26 @@ class Velocity(Rule[VelocityParams]):
     params_type = VelocityParams
     defaults = VelocityParams()
 
-    def evaluate(self, movement: Movement, scope: Scope, params: VelocityParams) -> Finding | None:
-        """Return a finding when the window's count or amount is far above the baseline."""
-        window, customer = scope.window, movement.customer_id
+    def measures(
+        self,
+        movement: Movement,
+        scope: Scope,  # noqa: ARG002 - the rule interface
+        params: VelocityParams,
+    ) -> dict[str, Measure]:
+        """Ask for the window's movements and those of the baseline days before it."""
         since = _since(movement, params.window_hours)
-        now = window.totals(customer, None, since, movement.at)
         base_since = since - timedelta(days=params.baseline_days)
-        history = window.totals(customer, None, base_since, since)
+        return {
+            "now": Measure("totals", since, movement.at),
+            "history": Measure("totals", base_since, since),
+        }
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: VelocityParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding when the window's count or amount is far above the baseline."""
+        now = figures.totals("now")
+        history = figures.totals("history")
         # Integer arithmetic (money never floats): the window against the baseline's
         # average per window, ``history × window_hours / baseline hours``.
         hours = params.baseline_days * 24
@@ -384,7 +463,8 @@ class Velocity(Rule[VelocityParams]):
         return Finding(
             score=70 if by_count and by_amount else 55,
             pattern="velocity",
-            transactions=window.transactions(customer, None, since, movement.at),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "now"),
             details={
                 "count": now.count,
                 "amount": now.amount,
@@ -415,10 +495,26 @@ class Dormant(Rule[DormantParams]):
     params_type = DormantParams
     defaults = DormantParams()
 
-    def evaluate(self, movement: Movement, scope: Scope, params: DormantParams) -> Finding | None:
-        """Return a finding for a notable movement after a long silence (never the first)."""
+    def measures(
+        self,
+        movement: Movement,
+        scope: Scope,  # noqa: ARG002 - the rule interface
+        params: DormantParams,
+    ) -> dict[str, Measure]:
+        """Ask for the latest other movement within the dormancy period, if notable."""
         if movement.amount < params.min_amount:
-            return None
+            return {}
+        since = movement.at - timedelta(days=params.dormant_days)
+        other = movement.transaction_id
+        return {"recent": Measure("latest", since, movement.at, other_than=other)}
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: DormantParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding for a notable movement after a long silence (never the first)."""
+        if "recent" not in figures or figures.latest("recent") is not None:
+            return None  # small, or the customer moved money within the period
+        # Nothing found in the range read: find the movement before (none: the first).
         last = scope.window.previous(movement.customer_id, movement.at, movement.transaction_id)
         if last is None or movement.at - last < timedelta(days=params.dormant_days):
             return None
@@ -451,22 +547,31 @@ class RoundAmounts(Rule[RoundParams]):
     params_type = RoundParams
     defaults = RoundParams()
 
-    def evaluate(self, movement: Movement, scope: Scope, params: RoundParams) -> Finding | None:
-        """Return a finding when this and enough others in the window are round amounts."""
+    def measures(self, movement: Movement, scope: Scope, params: RoundParams) -> dict[str, Measure]:  # noqa: ARG002 - the rule interface
+        """Ask for the window's round amounts, when this movement is one."""
         if movement.amount < params.min_amount or movement.amount % params.unit:
-            return None
+            return {}
         since = _since(movement, params.window_hours)
-        rounds = (AmlMovement.amount >= params.min_amount, AmlMovement.amount % params.unit == 0)
-        window, customer = scope.window, movement.customer_id
-        totals = window.totals(customer, movement.direction, since, movement.at, *rounds)
+        rounds = Measure(
+            "totals", since, movement.at, movement.direction,
+            min_amount=params.min_amount, multiple_of=params.unit,
+        )  # fmt: skip
+        return {"rounds": rounds}
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: RoundParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding when this and enough others in the window are round amounts."""
+        if "rounds" not in figures:
+            return None
+        totals = figures.totals("rounds")
         if totals.count < params.min_count:
             return None
         return Finding(
             score=_scaled(totals.count, params.min_count, base=45),
             pattern=movement.direction,
-            transactions=window.transactions(
-                customer, movement.direction, since, movement.at, *rounds
-            ),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "rounds"),
             details={
                 "direction": movement.direction,
                 "count": totals.count,
@@ -500,26 +605,45 @@ class UnusualHours(Rule[HoursParams]):
     params_type = HoursParams
     defaults = HoursParams()
 
-    def evaluate(self, movement: Movement, scope: Scope, params: HoursParams) -> Finding | None:
-        """Return a finding when few of the customer's earlier movements fell near this hour."""
+    def measures(self, movement: Movement, scope: Scope, params: HoursParams) -> dict[str, Measure]:
+        """Ask how many other movements the look-back holds, for a notable amount."""
         if movement.amount < params.min_amount:
-            return None
+            return {}
         since = movement.at - timedelta(days=params.lookback_days)
-        history = scope.window.instants(
-            movement.customer_id, since, movement.at, movement.transaction_id
-        )
-        if len(history) < params.min_history:
-            return None
+        other = movement.transaction_id
         hour = movement.at.astimezone(scope.tz).hour
-        near = {(hour - 1) % 24, hour, (hour + 1) % 24}
-        alike = sum(1 for at in history if at.astimezone(scope.tz).hour in near)
-        if alike * 100 > len(history) * params.max_share_pct:
+        return {
+            "history": Measure("totals", since, movement.at, other_than=other),
+            "alike": Measure(
+                "totals", since, movement.at, other_than=other,
+                near_hour=hour, zone=scope.tz.key,
+            ),
+        }  # fmt: skip
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: HoursParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding when few of the customer's earlier movements fell near this hour."""
+        if "history" not in figures or figures.totals("history").count < params.min_history:
+            return None  # small, or too short a history to know what is usual
+        hour = movement.at.astimezone(scope.tz).hour
+        if "alike" in figures:  # the database knows the institution's hours (PostgreSQL)
+            history, alike = figures.totals("history").count, figures.totals("alike").count
+        else:  # read the instants themselves (all of them: the share must be exact)
+            since = movement.at - timedelta(days=params.lookback_days)
+            instants = scope.window.instants(
+                movement.customer_id, since, movement.at, movement.transaction_id
+            )
+            near = {(hour - 1) % 24, hour, (hour + 1) % 24}
+            history = len(instants)
+            alike = sum(1 for at in instants if at.astimezone(scope.tz).hour in near)
+        if alike * 100 > history * params.max_share_pct:
             return None
         return Finding(
             score=40,
             pattern=f"hour:{hour:02d}",
             transactions=(movement.transaction_id,),
-            details={"hour": hour, "history": len(history), "at_this_hour": alike},
+            details={"hour": hour, "history": history, "at_this_hour": alike},
         )
 
 
@@ -554,7 +678,13 @@ class Watchlist(Rule[WatchlistParams]):
             return 0
         return LISTED.get(status, 0)
 
-    def evaluate(self, movement: Movement, scope: Scope, params: WatchlistParams) -> Finding | None:
+    def evaluate(
+        self,
+        movement: Movement,
+        scope: Scope,
+        params: WatchlistParams,
+        figures: Figures,  # noqa: ARG002 - the rule interface
+    ) -> Finding | None:
         """Return a finding when either side of the movement is a (potential) match."""
         own = self.listed(scope.subject.screening_status, params)
         other = scope.counterparty
@@ -595,19 +725,29 @@ class HighRiskLarge(Rule[HighRiskParams]):
     params_type = HighRiskParams
     defaults = HighRiskParams()
 
-    def evaluate(self, movement: Movement, scope: Scope, params: HighRiskParams) -> Finding | None:
-        """Return a finding when a high-risk customer's window total reaches the amount."""
+    def measures(
+        self, movement: Movement, scope: Scope, params: HighRiskParams
+    ) -> dict[str, Measure]:
+        """Ask for the window's movements of the direction, for a customer rated high."""
         if scope.subject.risk_level != "high":
-            return None
+            return {}
         since = _since(movement, params.window_hours)
-        window, customer = scope.window, movement.customer_id
-        totals = window.totals(customer, movement.direction, since, movement.at)
+        return {"window": Measure("totals", since, movement.at, movement.direction)}
+
+    def evaluate(
+        self, movement: Movement, scope: Scope, params: HighRiskParams, figures: Figures
+    ) -> Finding | None:
+        """Return a finding when a high-risk customer's window total reaches the amount."""
+        if "window" not in figures:
+            return None
+        totals = figures.totals("window")
         if totals.amount < params.min_amount:
             return None
         return Finding(
             score=_scaled(totals.amount, params.min_amount, base=65),
             pattern=movement.direction,
-            transactions=window.transactions(customer, movement.direction, since, movement.at),
+            transactions=(),
+            evidence=_evidence(self, movement, scope, params, "window"),
             details={
                 "direction": movement.direction,
                 "total": totals.amount,

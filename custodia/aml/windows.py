@@ -4,22 +4,53 @@ Every query here is a range scan of one customer's rows on ``ix_aml_movements_wi
 (customer, direction, at) or ``ix_aml_movements_customer_at`` (customer, at): the cost of
 evaluating an event depends on the customer's activity in the window, never on the size of
 the journal (issue 7 item 2).
+
+The rules do not query one by one: each names the aggregates it needs as :class:`Measure`
+objects (data, not SQL), and :meth:`Window.measure` answers all of them for one customer
+side in a single query (an aggregate with a FILTER per measure over the longest window).
+That query is built once per shape of the measures and reused, so PostgreSQL prepares it;
+there the side's INSERT is part of the same statement, and a run of sides goes out in one
+pipeline (:meth:`Window.record_and_measure_all`). Rows are read back only where an
+aggregate cannot decide (``Dormant``; ``UnusualHours`` on SQLite, which has no time
+zones); an alert's evidence is linked from :func:`evidence_query` inside the database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    extract,
+    func,
+    insert,
+    select,
+    union_all,
+)
+from sqlalchemy.engine import Compiled, Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from custodia.aml.models import AmlMovement
+from custodia.core.models import table_of
 
 #: A customer's own bank card on the other side (top-up, withdrawal): not a counterparty.
 OWN_CARD = "own_card"
 #: The most rows a rule reads back for one evaluation (an alert lists at most this many).
 MAX_ROWS = 500
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +88,126 @@ class Totals:
     amount: int
 
 
+_INSERT_MOVEMENT = insert(AmlMovement.__table__).inline()  # type: ignore[arg-type]
+
+
 def record(session: Session, movement: Movement) -> None:
-    """Write ``movement``; a second evaluation of the same side fails on the UNIQUE index."""
-    session.add(
-        AmlMovement(
-            transaction_id=movement.transaction_id,
-            customer_id=movement.customer_id,
-            direction=movement.direction,
-            type=movement.type,
-            amount=movement.amount,
-            currency=movement.currency,
-            counterparty=movement.counterparty,
-            cross_border=movement.cross_border,
-            channel=movement.channel,
-            at=movement.at,
-        )
-    )
-    session.flush()
+    """Write ``movement`` now; a second evaluation of the same side fails on the UNIQUE index.
+
+    A plain INSERT, sent at once: the rules' aggregate read that follows must see it.
+    """
+    session.execute(_INSERT_MOVEMENT, _row(movement))
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One aggregate a rule asks of a customer's movements in ``(since, until]``.
+
+    ``kind`` is ``totals`` (count and exact sum), ``counterparties`` (how many distinct,
+    own cards always aside) or ``latest`` (when the newest happened). The other fields
+    narrow the movements counted; None (or the default) leaves that condition out:
+    ``direction`` (None: both), ``cash`` (channel ``cash``, or any other channel),
+    ``cross_border``, ``min_amount`` (≥), ``below_amount`` (<), ``multiple_of``,
+    ``own_cards`` (False: movements to or from the customer's own card left out) and
+    ``other_than`` (a transaction left out).
+
+    The conditions are data, not SQL, so that the query answering a set of measures has
+    the same text every time the same kinds of measures are asked: it is built once,
+    prepared by PostgreSQL once, and run with new values (see :meth:`Window.measure`).
+
+    A ``latest`` measure never widens the range the query reads: it is answered within the
+    range the other measures need (and within its own window), so None only means "not
+    there", and a rule that must know for sure looks further itself. A movement that long
+    ago is rare, and reading months of a busy customer's rows for it would not be.
+    """
+
+    kind: Literal["totals", "counterparties", "latest"]
+    since: datetime
+    until: datetime
+    direction: str | None = None
+    cash: bool | None = None
+    cross_border: bool | None = None
+    min_amount: int | None = None
+    below_amount: int | None = None
+    multiple_of: int | None = None
+    own_cards: bool = True
+    other_than: str | None = None
+    #: Only movements within an hour of this hour of the day in ``zone`` (IANA name).
+    #: PostgreSQL only: elsewhere such a measure is left out of the figures.
+    near_hour: int | None = None
+    zone: str | None = None
+
+
+#: The conditions of a measure that take a value, in the order they are bound.
+_VALUED = (
+    "since", "until", "direction", "min_amount", "below_amount", "multiple_of", "other_than",
+    "near_hour", "zone",
+)  # fmt: skip
+
+
+def _shape(m: Measure) -> tuple[Any, ...]:
+    """Return what decides the SQL text of a measure (its values aside)."""
+    return (m.kind, m.cash, m.cross_border, m.own_cards, *(getattr(m, f) is None for f in _VALUED))
+
+
+def _conditions(
+    m: Measure, c: ReadOnlyColumnCollection[str, Any], bind: Callable[[Any], Any]
+) -> list[ColumnElement[bool]]:
+    """Return the SQL conditions of ``m`` on columns ``c``; ``bind`` turns a value into SQL.
+
+    The valued conditions call ``bind`` in the order of ``_VALUED``.
+    """
+    found: list[ColumnElement[bool]] = [c.at > bind(m.since), c.at <= bind(m.until)]
+    if m.direction is not None:
+        found.append(c.direction == bind(m.direction))
+    if m.cash is not None:
+        found.append(c.channel == "cash" if m.cash else c.channel != "cash")
+    if m.cross_border is not None:
+        found.append(c.cross_border.is_(m.cross_border))
+    if m.min_amount is not None:
+        found.append(c.amount >= bind(m.min_amount))
+    if m.below_amount is not None:
+        found.append(c.amount < bind(m.below_amount))
+    if m.multiple_of is not None:
+        found.append(c.amount % bind(m.multiple_of) == 0)
+    if not m.own_cards or m.kind == "counterparties":
+        found.append(c.counterparty != OWN_CARD)
+    if m.other_than is not None:
+        found.append(c.transaction_id != bind(m.other_than))
+    if m.near_hour is not None and m.zone is not None:
+        # (local hour - near_hour + 1) mod 24 ∈ {0, 1, 2}: the hour before, at, after.
+        near, zone = bind(m.near_hour), bind(m.zone)
+        local = cast(extract("hour", func.timezone(zone, c.at)), Integer)
+        found.append(func.mod(local - near + 25, 24) < 3)
+    return found
+
+
+class Figures:
+    """What one rule's measures came to, by the names the rule gave them."""
+
+    def __init__(self, values: Mapping[str, Totals | int | datetime | None]) -> None:
+        self._values = values
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def totals(self, name: str) -> Totals:
+        """Return the count and sum of a ``totals`` measure."""
+        value = self._values[name]
+        assert isinstance(value, Totals)  # noqa: S101 - the rule named its own measure
+        return value
+
+    def count(self, name: str) -> int:
+        """Return the figure of a ``counterparties`` measure."""
+        value = self._values[name]
+        assert isinstance(value, int)  # noqa: S101 - the rule named its own measure
+        return value
+
+    def latest(self, name: str) -> datetime | None:
+        """Return the figure of a ``latest`` measure (None: none found, see ``Measure``)."""
+        value = self._values[name]
+        assert value is None or isinstance(value, datetime)  # noqa: S101
+        return value
 
 
 class Window:
@@ -95,51 +229,83 @@ class Window:
             clauses.append(AmlMovement.direction == direction)
         return clauses
 
-    def totals(
-        self,
-        customer_id: str,
-        direction: str | None,
-        since: datetime,
-        until: datetime,
-        *extra: ColumnElement[bool],
-    ) -> Totals:
-        """Return the count and sum of the movements in ``(since, until]`` matching ``extra``."""
-        count, amount = self.session.execute(
-            select(func.count(), func.coalesce(func.sum(AmlMovement.amount), 0)).where(
-                *self._where(customer_id, direction, since, until), *extra
-            )
-        ).one()
-        return Totals(int(count), int(amount))
+    def measure(self, customer_id: str, measures: Mapping[K, Measure]) -> dict[K, Any]:
+        """Return every measure of one customer from one query, keyed as asked.
 
-    def transactions(
-        self,
-        customer_id: str,
-        direction: str | None,
-        since: datetime,
-        until: datetime,
-        *extra: ColumnElement[bool],
-    ) -> tuple[str, ...]:
-        """Return the transactions of the matching movements in the window, oldest first."""
-        rows = self.session.execute(
-            select(AmlMovement.transaction_id)
-            .where(*self._where(customer_id, direction, since, until), *extra)
-            .order_by(AmlMovement.at, AmlMovement.id)
-            .limit(MAX_ROWS)
-        ).scalars()
-        return tuple(dict.fromkeys(rows))
+        One range scan of the customer's rows on ``(customer_id, at)`` from the earliest
+        ``since`` to the latest ``until``; each measure is an aggregate with its own FILTER,
+        so sums stay exact however many rows the window holds (nothing is capped).
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            measures = {k: m for k, m in measures.items() if m.near_hour is None}
+        if not measures:
+            return {}
+        return self._run(customer_id, measures, None)
 
-    def counterparties(
-        self, customer_id: str, direction: str, since: datetime, until: datetime
-    ) -> int:
-        """Return how many distinct counterparties (own cards aside) the window holds."""
-        return int(
-            self.session.execute(
-                select(func.count(func.distinct(AmlMovement.counterparty))).where(
-                    *self._where(customer_id, direction, since, until),
-                    AmlMovement.counterparty != OWN_CARD,
-                )
-            ).scalar_one()
+    def record_and_measure(self, movement: Movement, measures: Mapping[K, Measure]) -> dict[K, Any]:
+        """Write ``movement`` and return the measures of its customer, the movement included.
+
+        On PostgreSQL one statement does both (the INSERT in a CTE whose row is added to
+        the scan, since a statement does not see its own CTE's writes): one round trip per
+        customer side. Elsewhere, :func:`record` then :meth:`measure`.
+        """
+        if not measures or self.session.get_bind().dialect.name != "postgresql":
+            record(self.session, movement)
+            return self.measure(movement.customer_id, measures)
+        return self._run(movement.customer_id, measures, movement)
+
+    def record_and_measure_all(
+        self, sides: Sequence[tuple[Movement, Mapping[K, Measure]]]
+    ) -> list[dict[K, Any]]:
+        """Write each movement and return its customer's measures, as one by one in order.
+
+        On PostgreSQL the statements go out together in a pipeline (one network round
+        trip for all): they still run one after the other in this transaction, so each
+        sees the movements written before it. The caller must not need a side's answer
+        before the next side is written (see ``monitoring.evaluate_transactions``).
+        """
+        if len(sides) < 2 or self.session.get_bind().dialect.name != "postgresql":
+            return [self.record_and_measure(movement, measures) for movement, measures in sides]
+        planned = [
+            self._plan(movement.customer_id, measures, movement) for movement, measures in sides
+        ]
+        dialect = self.session.get_bind().dialect
+        sql = [(_compiled(key, statement, dialect), params) for key, statement, params in planned]
+        rows = _pipelined(self.session.connection(), sql)
+        return [_read(row, measures) for row, (_, measures) in zip(rows, sides, strict=True)]
+
+    def _plan(
+        self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
+    ) -> tuple[tuple[Any, ...], Executable, dict[str, Any]]:
+        """Return the cache key, the (cached) statement and the parameters of a measure query."""
+        binder = _Binder()
+        since, until = _range(measures)
+        binder.add(customer_id, since, until)
+        if movement is not None:
+            binder.add(*_row(movement).values())
+        for m in measures.values():
+            binder.add(*(getattr(m, f) for f in _VALUED if getattr(m, f) is not None))
+        key = (
+            self.session.get_bind().dialect.name,
+            movement is not None,
+            tuple(_shape(m) for m in measures.values()),
+            tuple(binder.names),
         )
+        statement = _STATEMENTS.get(key)
+        if statement is None:
+            statement = _statement(list(measures.values()), binder.names, record=movement)
+            if len(_STATEMENTS) >= _MAX_STATEMENTS:
+                _STATEMENTS.clear()
+                _COMPILED.clear()
+            _STATEMENTS[key] = statement
+        return key, statement, binder.params
+
+    def _run(
+        self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
+    ) -> dict[K, Any]:
+        _, statement, params = self._plan(customer_id, measures, movement)
+        # Core, not the ORM session: nothing here is an entity, and this runs per side.
+        return _read(self.session.connection().execute(statement, params).one(), measures)
 
     def previous(self, customer_id: str, before: datetime, transaction_id: str) -> datetime | None:
         """Return when the customer last moved money before ``before`` (another transaction)."""
@@ -155,15 +321,180 @@ class Window:
     def instants(
         self, customer_id: str, since: datetime, until: datetime, transaction_id: str
     ) -> list[datetime]:
-        """Return when the customer's other movements of the window happened (newest first)."""
+        """Return when each of the customer's other movements of the window happened.
+
+        Every one of them (no cap): a rule that counts them must count them all.
+        """
         return list(
             self.session.execute(
-                select(AmlMovement.at)
-                .where(
+                select(AmlMovement.at).where(
                     *self._where(customer_id, None, since, until),
                     AmlMovement.transaction_id != transaction_id,
                 )
-                .order_by(AmlMovement.at.desc())
-                .limit(MAX_ROWS)
             ).scalars()
         )
+
+
+def evidence_query(customer_id: str, measure: Measure) -> Select[str]:
+    """Return the query of the transactions ``measure`` counts: the oldest ``MAX_ROWS``."""
+    return (
+        select(AmlMovement.transaction_id)
+        .where(
+            AmlMovement.customer_id == customer_id,
+            *_conditions(measure, table_of(AmlMovement).c, lambda value: value),
+        )
+        .order_by(AmlMovement.at, AmlMovement.id)
+        .limit(MAX_ROWS)
+    )
+
+
+def _instant(value: Any) -> datetime | None:
+    """Return an aggregate's instant as an aware UTC datetime, whatever the driver gave."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+#: The columns the measures read (what a scan of the customer's rows returns).
+_READ = ("transaction_id", "direction", "amount", "counterparty", "cross_border", "channel", "at")
+
+
+def _row(movement: Movement) -> dict[str, Any]:
+    return {
+        "transaction_id": movement.transaction_id,
+        "customer_id": movement.customer_id,
+        "direction": movement.direction,
+        "type": movement.type,
+        "amount": movement.amount,
+        "currency": movement.currency,
+        "counterparty": movement.counterparty,
+        "cross_border": movement.cross_border,
+        "channel": movement.channel,
+        "at": movement.at,
+    }
+
+
+def _range(measures: Mapping[Any, Measure]) -> tuple[datetime, datetime]:
+    """Return the range the query reads: every measure's window but ``latest`` ones'."""
+    ranged = [m for m in measures.values() if m.kind != "latest"] or list(measures.values())
+    return min(m.since for m in ranged), max(m.until for m in ranged)
+
+
+class _Binder:
+    """Names the values of a measure query: one parameter per distinct value, in order."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.names: list[str] = []
+        self._known: dict[tuple[type, Any], str] = {}
+
+    def add(self, *values: Any) -> None:
+        for value in values:
+            key = (type(value), value)
+            name = self._known.get(key)
+            if name is None:
+                name = self._known[key] = f"p{len(self._known)}"
+                self.params[name] = value
+            self.names.append(name)
+
+
+#: Measure queries built so far, by dialect, shapes and parameter pattern (reused as is).
+_STATEMENTS: dict[tuple[Any, ...], Executable] = {}
+_MAX_STATEMENTS = 2048
+
+
+def _statement(measures: list[Measure], names: list[str], *, record: Movement | None) -> Executable:
+    """Build the query answering ``measures`` with the parameters named ``names``.
+
+    ``names`` lists the parameter of each value in the order :meth:`Window._run` added them
+    (customer, range, the movement's row when ``record`` is given, each measure's values).
+    """
+    slots = iter(names)
+
+    def bind(_value: Any = None) -> BindParameter[Any]:
+        return bindparam(next(slots))
+
+    table = table_of(AmlMovement)
+    read = [table.c[name] for name in _READ]
+    customer, since, until = bind(), bind(), bind()
+    scanned = select(*read).where(
+        table.c.customer_id == customer, table.c.at > since, table.c.at <= until
+    )
+    if record is not None:
+        written = (
+            insert(table)
+            .values({column: bind() for column in _row(record)})
+            .returning(*read)
+            .cte("written")
+        )
+        rows = union_all(scanned, select(*(written.c[name] for name in _READ))).subquery("m")
+    else:
+        rows = scanned.subquery("m")
+    # Each measure's conditions once, as a flag per row; the aggregates filter on the flags
+    # (shorter SQL: psycopg caches the parsing of statements under 4 KiB).
+    c = rows.c
+    flags = [and_(*_conditions(m, c, bind)).label(f"f{n}") for n, m in enumerate(measures)]
+    flagged = select(c.amount, c.counterparty, c.at, *flags).subquery("f")
+    f = flagged.c
+    columns: list[ColumnElement[Any]] = []
+    for n, m in enumerate(measures):
+        flag = f[f"f{n}"]
+        if m.kind == "totals":
+            columns.append(func.count().filter(flag))
+            columns.append(func.coalesce(func.sum(f.amount).filter(flag), 0))
+        elif m.kind == "counterparties":
+            columns.append(func.count(func.distinct(f.counterparty)).filter(flag))
+        else:
+            columns.append(func.max(f.at).filter(flag))
+    return select(*columns)
+
+
+#: The SQL text of the measure queries sent in a pipeline, by the same keys.
+_COMPILED: dict[tuple[Any, ...], Compiled] = {}
+
+
+def _compiled(key: tuple[Any, ...], statement: Executable, dialect: Dialect) -> Compiled:
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    return found
+
+
+def _pipelined(
+    connection: Connection, statements: list[tuple[Compiled, dict[str, Any]]]
+) -> list[Sequence[Any]]:
+    """Run ``statements`` in order in one psycopg pipeline; return each one's single row.
+
+    The values go to the driver as they are: on PostgreSQL the measure queries' values
+    (text, integers, aware datetimes) need none of SQLAlchemy's conversions. A database
+    error comes back as SQLAlchemy's, so the caller's retry policy sees it as usual.
+    """
+    driver: Any = connection.connection.driver_connection
+    try:
+        with driver.pipeline():
+            cursors = []
+            for compiled, params in statements:
+                cursor = driver.cursor()
+                cursor.execute(compiled.string, compiled.construct_params(params))
+                cursors.append(cursor)
+            rows = [cursor.fetchone() for cursor in cursors]
+    except driver.Error as exc:
+        raise DBAPIError.instance(
+            "measure pipeline", None, exc, type(driver).Error, hide_parameters=True
+        ) from exc
+    return [row for row in rows if row is not None]
+
+
+def _read(row: Sequence[Any], measures: Mapping[K, Measure]) -> dict[K, Any]:
+    """Return the figures of ``row`` (from :func:`_statement`) keyed as ``measures``."""
+    values = iter(row)
+    found: dict[K, Any] = {}
+    for key, m in measures.items():
+        if m.kind == "totals":
+            found[key] = Totals(int(next(values)), int(next(values)))
+        elif m.kind == "counterparties":
+            found[key] = int(next(values))
+        else:
+            found[key] = _instant(next(values))
+    return found

@@ -163,10 +163,13 @@ class Runtime:
             ),
             rating=self.rating_feedback,
         )
+        batches = aml.batch_consumers(self.monitoring_policy, clock=self.clock, ids=self.ids)
         for event_type, consumer in aml.consumers(
             self.monitoring_policy, clock=self.clock, ids=self.ids
         ).items():
-            self.consumers.register(event_type, f"aml.{event_type}", consumer)
+            self.consumers.register(
+                event_type, f"aml.{event_type}", consumer, batch=batches.get(event_type)
+            )
         self.idempotency = IdempotencyStore(
             ttl=timedelta(hours=self.settings.idempotency_ttl_hours),
             lock_wait_ms=self.settings.idempotency_lock_wait_ms,

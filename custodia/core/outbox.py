@@ -20,13 +20,19 @@ registered for their type:
   deadlocks are not a consumer's fault: they re-run the whole batch.
 - A worker claims only the event types it has consumers for, so a worker that lacks a
   consumer never swallows events meant for one; such events show in the backlog metric.
+- A consumer may also give a *batch* form (``register(..., batch=...)``): consecutive
+  events of its type in a claimed batch then go to it at once, in one savepoint, and are
+  marked done together; that lets it read what the events share once. If the batch form
+  fails, its savepoint rolls back and those events are delivered one by one as above, so
+  a bad event holds up only itself and each event still takes effect exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -55,6 +61,8 @@ class OutboxMessage:
 
 
 Consumer = Callable[[Session, OutboxMessage], None]
+#: Handles consecutive events of one type at once, as if each had gone to its ``Consumer``.
+BatchConsumer = Callable[[Session, Sequence[OutboxMessage]], None]
 _INSERT_EVENT = insert(OutboxEvent.__table__).inline()  # type: ignore[arg-type]
 
 
@@ -95,13 +103,22 @@ class ConsumerRegistry:
     """Which consumers handle which event types, in registration order."""
 
     _consumers: dict[str, list[tuple[str, Consumer]]] = field(default_factory=dict)
+    _batches: dict[str, dict[str, BatchConsumer]] = field(default_factory=dict)
 
-    def register(self, event_type: str, name: str, consumer: Consumer) -> None:
-        """Deliver events of ``event_type`` to ``consumer`` (``name`` appears in logs)."""
+    def register(
+        self, event_type: str, name: str, consumer: Consumer, *, batch: BatchConsumer | None = None
+    ) -> None:
+        """Deliver events of ``event_type`` to ``consumer`` (``name`` appears in logs).
+
+        ``batch``, if given, handles several consecutive events of the type at once with
+        the same effect as ``consumer`` on each in turn.
+        """
         entries = self._consumers.setdefault(event_type, [])
         if any(existing == name for existing, _ in entries):
             raise ValueError(f"consumer {name!r} is already registered for {event_type!r}")
         entries.append((name, consumer))
+        if batch is not None:
+            self._batches.setdefault(event_type, {})[name] = batch
 
     def event_types(self) -> list[str]:
         """Return the event types that have at least one consumer."""
@@ -110,6 +127,14 @@ class ConsumerRegistry:
     def consumers_for(self, event_type: str) -> list[tuple[str, Consumer]]:
         """Return the consumers of ``event_type``."""
         return list(self._consumers.get(event_type, ()))
+
+    def batch_consumers_for(self, event_type: str) -> list[tuple[str, BatchConsumer]] | None:
+        """Return the batch forms of every consumer of ``event_type`` (None: not all have one)."""
+        batches = self._batches.get(event_type, {})
+        entries = self._consumers.get(event_type, [])
+        if not entries or any(name not in batches for name, _ in entries):
+            return None
+        return [(name, batches[name]) for name, _ in entries]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,33 +201,72 @@ class OutboxProcessor:
             .scalars()
             .all()
         )
-        outcomes: list[_Outcome] = []
         for event in events:
-            message = OutboxMessage(
-                id=event.id,
-                event_type=event.event_type,
-                payload=event.payload,
-                created_at=event.created_at,
-                attempt=event.attempts + 1,
-            )
             event.attempts += 1
-            mark = deferred_mark(session)
-            try:
-                with session.begin_nested():
-                    for _name, consumer in self.registry.consumers_for(event.event_type):
-                        consumer(session, message)
-            except Exception as exc:
-                drop_deferred_since(session, mark)  # the consumer's events went with it
-                if retry_reason(exc) is not None:
-                    raise  # a lost race, not the consumer's fault: re-run the whole batch
-                outcomes.append(self._failed(event, exc, now))
+        outcomes: list[_Outcome] = []
+        for event_type, run in groupby(events, key=lambda e: e.event_type):
+            group = list(run)
+            batch = self.registry.batch_consumers_for(event_type)
+            if batch is not None and len(group) > 1 and self._together(session, group, batch):
+                outcomes += [self._done(event) for event in group]
                 continue
-            event.status = "done"
-            event.processed_at = self.clock.now()
-            event.last_error = None
-            lag = (event.processed_at - event.created_at).total_seconds()
-            outcomes.append(_Outcome(event.event_type, "done", max(lag, 0.0)))
+            for event in group:
+                outcomes.append(self._one(session, event, now))
         return outcomes
+
+    @staticmethod
+    def _message(event: OutboxEvent) -> OutboxMessage:
+        return OutboxMessage(
+            id=event.id,
+            event_type=event.event_type,
+            payload=event.payload,
+            created_at=event.created_at,
+            attempt=event.attempts,
+        )
+
+    def _together(
+        self, session: Session, events: list[OutboxEvent], batch: list[tuple[str, BatchConsumer]]
+    ) -> bool:
+        """Run the batch consumers on ``events`` in one savepoint; False if that failed."""
+        messages = [self._message(event) for event in events]
+        mark = deferred_mark(session)
+        try:
+            with session.begin_nested():
+                for _name, consumer in batch:
+                    consumer(session, messages)
+        except Exception as exc:
+            drop_deferred_since(session, mark)  # the consumers' events went with it
+            if retry_reason(exc) is not None:
+                raise  # a lost race, not the consumer's fault: re-run the whole batch
+            _log.info(
+                "outbox_batch_split",
+                event_type=events[0].event_type,
+                events=len(events),
+                error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
+            )
+            return False
+        return True
+
+    def _one(self, session: Session, event: OutboxEvent, now: datetime) -> _Outcome:
+        """Deliver one event in its own savepoint; a failure schedules a retry."""
+        mark = deferred_mark(session)
+        try:
+            with session.begin_nested():
+                for _name, consumer in self.registry.consumers_for(event.event_type):
+                    consumer(session, self._message(event))
+        except Exception as exc:
+            drop_deferred_since(session, mark)  # the consumer's events went with it
+            if retry_reason(exc) is not None:
+                raise  # a lost race, not the consumer's fault: re-run the whole batch
+            return self._failed(event, exc, now)
+        return self._done(event)
+
+    def _done(self, event: OutboxEvent) -> _Outcome:
+        event.status = "done"
+        event.processed_at = self.clock.now()
+        event.last_error = None
+        lag = (event.processed_at - event.created_at).total_seconds()
+        return _Outcome(event.event_type, "done", max(lag, 0.0))
 
     def _failed(self, event: OutboxEvent, exc: Exception, now: datetime) -> _Outcome:
         event.last_error = redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_CHARS]

@@ -25,7 +25,7 @@ from custodia.core.actors import Context, Role
 from custodia.core.clock import ManualClock
 from custodia.core.metrics import Metrics
 from custodia.core.models import OutboxEvent
-from custodia.core.outbox import ConsumerRegistry, OutboxMessage, OutboxProcessor
+from custodia.core.outbox import ConsumerRegistry, OutboxMessage, OutboxProcessor, publish
 from custodia.core.settings import Settings
 from tests.accounts.conftest import Customer, onboard
 from tests.aml.conftest import CNY, LEAD, Feed, deliver
@@ -155,6 +155,61 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     assert processor.process_batch() == events
     assert processor.process_batch() == 0
     _assert_each_evaluated_once(_state(runtime, payer), sent, events)
+
+
+def test_a_batch_evaluates_every_side_as_one_by_one_would(
+    committing_client: Client, committing_runtime: Runtime, clock: ManualClock
+) -> None:
+    """The batch consumer (pipelined on PostgreSQL) sees each earlier side of the batch."""
+    runtime = committing_runtime
+    _every_transfer_is_a_large_value(runtime, clock)
+    payer, payees, sent = _post_transfers(committing_client, runtime, clock, 12)
+    assert runtime.outbox_processor().process_batch() == len(sent) + 1  # one batch
+    _assert_each_evaluated_once(_state(runtime, payer), sent, len(sent) + 1)
+    [alert] = [a for a in Feed(runtime, clock).alerts(payer.id) if a.pattern.startswith("out:")]
+    assert (alert.details["count"], alert.details["total"]) == (12, 12 * 10 * CNY)
+    for payee in payees:
+        [received] = Feed(runtime, clock).alerts(payee.id, rule="large_value")
+        assert received.details["count"] == 6  # every other transfer
+
+
+def test_a_repeated_event_fails_alone_and_the_batch_goes_on(
+    committing_client: Client, committing_runtime: Runtime, clock: ManualClock
+) -> None:
+    """A second event for one transaction breaks the batch (UNIQUE side, raised from the
+    pipeline on PostgreSQL); one by one, only that event fails and each side counts once."""
+    runtime = committing_runtime
+    _, _, sent = _post_transfers(committing_client, runtime, clock, 3)
+    runtime.db.run(
+        lambda s: publish(
+            s, TRANSACTION_POSTED, {"transaction_id": sent[0]}, ids=runtime.ids, now=clock.now()
+        )
+    )
+    assert runtime.outbox_processor().process_batch() == len(sent) + 2  # and the top-up
+
+    def read(s: Session) -> tuple[Counter[tuple[str, int]], list[str], Counter[Any]]:
+        events = Counter(
+            s.execute(
+                select(OutboxEvent.status, OutboxEvent.attempts).where(
+                    OutboxEvent.event_type == TRANSACTION_POSTED
+                )
+            ).all()
+        )
+        errors = list(
+            s.execute(
+                select(OutboxEvent.last_error).where(
+                    OutboxEvent.status == "pending", OutboxEvent.event_type == TRANSACTION_POSTED
+                )
+            ).scalars()
+        )
+        sides = Counter(s.execute(select(AmlMovement.transaction_id, AmlMovement.direction)).all())
+        return events, errors, sides
+
+    events, errors, sides = runtime.db.run(read, read_only=True)
+    assert events == Counter({("done", 1): len(sent) + 1, ("pending", 1): 1})
+    assert len(errors) == 1
+    assert "IntegrityError" in (errors[0] or "")
+    assert set(sides.values()) == {1}
 
 
 @pytest.mark.postgres_only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -163,6 +164,101 @@ def test_consumers_of_one_event_succeed_or_fail_together(db: Database, clock: Ma
         ).scalar_one()
     )
     assert written == 0
+
+
+def _batch_registry(
+    clock: ManualClock, batches: list[list[str]], poison: str | None = None
+) -> ConsumerRegistry:
+    """A consumer with a batch form; both write one ``handled`` event per event."""
+
+    def handle(session: Session, message: OutboxMessage) -> None:
+        if message.payload.get("poison"):
+            raise RuntimeError("bad event")
+        publish(session, "handled", {"source": message.id}, ids=IdGenerator(clock), now=clock.now())
+
+    def handle_all(session: Session, messages: Sequence[OutboxMessage]) -> None:
+        batches.append([m.id for m in messages])
+        for message in messages:
+            handle(session, message)
+
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "c", handle, batch=handle_all)
+    return registry
+
+
+def _handled(db: Database) -> Counter[str]:
+    return Counter(
+        db.run(
+            lambda s: [
+                e.payload["source"]
+                for e in s.execute(select(OutboxEvent).where(OutboxEvent.event_type == "handled"))
+                .scalars()
+                .all()
+            ]
+        )
+    )
+
+
+def test_a_batch_consumer_takes_consecutive_events_at_once(
+    db: Database, clock: ManualClock
+) -> None:
+    """Consecutive events of its type go to the batch form together, in order, once each."""
+    batches: list[list[str]] = []
+    ids = []
+    for n in range(5):
+        ids.append(_publish(db, clock, n=n))
+        clock.advance(timedelta(seconds=1))  # one after the other (ids of one instant: random)
+    processor = _processor(db, _batch_registry(clock, batches), clock)
+    assert processor.process_batch() == 5
+    assert batches == [ids]
+    assert _handled(db) == Counter(ids)
+    assert {_event(db, i).status for i in ids} == {"done"}
+
+
+def test_a_failing_batch_falls_back_to_one_event_at_a_time(
+    db: Database, clock: ManualClock
+) -> None:
+    """A bad event undoes the batch's savepoint; the others are delivered one by one."""
+    batches: list[list[str]] = []
+    good = [_publish(db, clock, n=i) for i in range(3)]
+    bad = _publish(db, clock, poison=True)
+    good.append(_publish(db, clock, n=4))
+    processor = _processor(db, _batch_registry(clock, batches), clock)
+    assert processor.process_batch() == 5
+    assert len(batches) == 1  # tried once together, then event by event
+    assert _handled(db) == Counter(good)  # once each: the failed batch left nothing
+    assert [_event(db, i).status for i in good] == ["done"] * 4
+    failed = _event(db, bad)
+    assert (failed.status, failed.attempts) == ("pending", 1)
+    assert failed.last_error == "RuntimeError: bad event"
+
+
+def test_a_crash_in_a_batch_consumer_loses_and_duplicates_nothing(
+    committing_db: Database, clock: ManualClock
+) -> None:
+    """A worker killed inside the batch form commits nothing; the next one does it all."""
+
+    class Killed(BaseException):
+        """Stands for the process dying (not an Exception: nothing may catch it)."""
+
+    batches: list[list[str]] = []
+    registry = _batch_registry(clock, batches)
+    [(_, handle_all)] = registry.batch_consumers_for("thing.happened") or []
+
+    def dying(session: Session, messages: Sequence[OutboxMessage]) -> None:
+        handle_all(session, messages[:3])
+        raise Killed
+
+    ids = [_publish(committing_db, clock, n=i) for i in range(6)]
+    crashing = ConsumerRegistry()
+    crashing.register("thing.happened", "c", lambda _s, _m: None, batch=dying)
+    with pytest.raises(Killed):
+        _processor(committing_db, crashing, clock).process_batch()
+    assert committing_db.run(lambda s: backlog(s, clock.now())).pending == 6
+    assert _handled(committing_db) == Counter()
+
+    assert _processor(committing_db, registry, clock).process_batch() == 6
+    assert _handled(committing_db) == Counter(ids)
 
 
 def test_a_consumer_name_is_registered_once() -> None:
