@@ -197,6 +197,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--transfer-rate", type=float, default=None)
     parser.add_argument("--profile", action="store_true", help="sample the drain with py-spy")
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="events per claimed batch (the setting)"
+    )
     args = parser.parse_args()
     rate, source = _anchor(args.transfer_rate)
     with scratch_database("aml_rules") as (url, var, env):
@@ -204,6 +207,7 @@ def main() -> None:
               f"{args.events:,} fresh transactions", flush=True)  # fmt: skip
         seeded = _seed(url, args.accounts, args.lines, args.events)
         raw = var / "profile.raw" if args.profile else None
+        env["CUSTODIA_OUTBOX_BATCH_SIZE"] = str(args.batch_size)
         batches, total = _drain(env, raw)
         with psycopg.connect(url) as conn:
             evaluated, sides = conn.execute(
@@ -230,7 +234,7 @@ def main() -> None:
         "",
         (
             f"PostgreSQL 15, every rule enabled at its defaults, one worker (the outbox "
-            f"processor of `custodia worker`, batches of 100), on {datetime.now(UTC):%Y-%m-%d}."
+            f"processor of `custodia worker`, batches of {args.batch_size}), on {datetime.now(UTC):%Y-%m-%d}."
         ),
         (
             f"Bulk-seeded with SQL (not through the service layer): {args.accounts:,} "
