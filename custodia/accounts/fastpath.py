@@ -272,8 +272,7 @@ def _payload(
         "request_id": ctx.request_id,
         "audit_action": audit.AuditAction.TRANSFER.value,
         "audit_details": audit.canonical_details(audit_details(view)),
-        "hold_id": c.ids.new(IdPrefix.HOLD),  # used only if the payee's settlement is delayed
-        "hold_until": HELD_UNTIL_RELEASED.isoformat(),
+        "hold_until": HELD_UNTIL_RELEASED.isoformat(),  # if the payee's settlement is delayed
         "event_id": c.ids.new(IdPrefix.EVENT),
         "event_type": TRANSACTION_POSTED,
         "event_payload": posted_event(view),

@@ -64,6 +64,7 @@ from custodia.accounts.service import (
     load,
     load_merchant,
     prefetch,
+    settlement_hold_id,
     settlement_hold_reference,
 )
 from custodia.agreements import RiskWarningPolicy
@@ -431,7 +432,7 @@ def posted_event(view: TransactionView) -> dict[str, Any]:
 
 
 def _hold_if_delayed(
-    session: Session, account: PaymentAccount, amount: int, *, ctx: Context, c: Collaborators
+    session: Session, account: PaymentAccount, amount: int, transaction_id: str, *, ctx: Context
 ) -> None:
     """Hold a credit to an account whose settlement compliance delayed (K2, Art. 23).
 
@@ -442,7 +443,7 @@ def _hold_if_delayed(
         return
     ledger.authorize(
         session,
-        c.ids.new(IdPrefix.HOLD),
+        settlement_hold_id(transaction_id),
         account_id=account.id,
         currency="CNY",
         amount=amount,
@@ -512,7 +513,7 @@ def transfer(
         session, "transfer", account=payer_account, customer=payer, payee=payee_account.id,
         amount=cmd.amount, auth=auth, ctx=ctx, c=c,
     )  # fmt: skip
-    _hold_if_delayed(session, payee_account, cmd.amount, ctx=ctx, c=c)
+    _hold_if_delayed(session, payee_account, cmd.amount, transaction_id, ctx=ctx)
     payee = kyc.load(session, payee_account.customer_id)
     return _record(
         session,
@@ -651,7 +652,7 @@ def refund(
         legs=[ledger.Leg(merchant.id, payer_account.id, amount)],
         now=ctx.now,
     )
-    _hold_if_delayed(session, payer_account, amount, ctx=ctx, c=c)
+    _hold_if_delayed(session, payer_account, amount, transaction_id, ctx=ctx)
     return _record(
         session,
         transaction_id=transaction_id,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from stdnum import luhn
@@ -44,7 +44,6 @@ from custodia.core.outbox import OutboxMessage, publish
 from custodia.core.vault import BlindIndexer, Vault
 from custodia.kyc.customers import decrypt_field, passed_channels
 from custodia.kyc.models import Customer
-from custodia.ledger.models import LedgerHold
 
 CARD_INDEX = "card_number"
 ACCOUNT_OPENED = "accounts.account_opened"
@@ -316,6 +315,15 @@ def delay_settlement(session: Session, account_id: str, *, action_id: str, ctx: 
     return True
 
 
+def settlement_hold_id(transaction_id: str) -> str:
+    """Return the id of the hold on ``transaction_id``'s credit (``hld_`` + its ULID).
+
+    One credit is held at most once, so the hold is named after it; the PostgreSQL transfer
+    function names it the same way (migration 0010).
+    """
+    return f"{IdPrefix.HOLD.value}_{transaction_id.partition('_')[2]}"
+
+
 def settlement_hold_reference(action_id: str) -> str:
     """Return the ledger reference of the holds a delayed settlement places (K2)."""
     return f"aml:{action_id}"
@@ -332,15 +340,9 @@ def release_settlement(
     measure = account.settlement_delayed_by
     if measure is None:
         return None
-    reference = settlement_hold_reference(measure)
-    released = session.scalar(
-        select(func.coalesce(func.sum(LedgerHold.amount), 0)).where(
-            LedgerHold.reference == reference,
-            LedgerHold.account_id == account.id,
-            LedgerHold.status == "active",
-        )
+    holds, released = ledger.void_referenced(
+        session, settlement_hold_reference(measure), account.id, now=ctx.now
     )
-    holds = ledger.void_referenced(session, reference, account.id, now=ctx.now)
     account.settlement_delayed_by = None
     account.updated_at = ctx.now
     session.flush()
@@ -352,7 +354,7 @@ def release_settlement(
         customer_id=account.customer_id,
         details={"measure": measure, "reason": reason, "holds": holds, "amount": released},
     )
-    return int(released or 0)
+    return released
 
 
 def close(session: Session, account_id: str, *, ctx: Context) -> AccountView:

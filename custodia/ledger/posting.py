@@ -324,8 +324,13 @@ def void(session: Session, hold_id: str, *, now: datetime) -> None:
     _release(session, hold_id, status="voided", now=now)
 
 
-def void_referenced(session: Session, reference: str, account_id: str, *, now: datetime) -> int:
-    """Release every active hold placed under ``reference`` on the account; return how many."""
+def void_referenced(
+    session: Session, reference: str, account_id: str, *, now: datetime
+) -> tuple[int, int]:
+    """Release every active hold placed under ``reference`` on the account.
+
+    Returns how many holds were released and their total amount.
+    """
     held = session.scalars(
         select(LedgerHold.id)
         .where(
@@ -335,9 +340,8 @@ def void_referenced(session: Session, reference: str, account_id: str, *, now: d
         )
         .order_by(LedgerHold.id)
     ).all()
-    for hold_id in held:
-        _release(session, hold_id, status="voided", now=now)
-    return len(held)
+    released = [_release(session, hold_id, status="voided", now=now) for hold_id in held]
+    return len(released), sum(int(hold.amount) for hold in released)
 
 
 def expire_holds(session: Session, *, now: datetime, limit: int = 500) -> int:

@@ -65,15 +65,17 @@ def _delayed_settlement(
     seen.append(_shape(sender.transfer(delayed.account, 400)))
     seen.append(_shape(delayed.transfer(sender.account, 301)))  # only its own 300 is free
     seen.append(_shape(delayed.transfer(sender.account, 300)))
-    seen.append(
-        _sql(
-            runtime,
-            "SELECT amount, status, reference = 'aml:' || :m, expires_at > now() + interval "
-            "'100 years' FROM ledger_holds WHERE account_id = :a",
-            a=delayed.account,
-            m=measure.json()["id"],
-        )
+    holds = _sql(
+        runtime,
+        "SELECT h.amount, h.status, h.reference = 'aml:' || :m, h.expires_at > now() + "
+        "interval '100 years', h.id = 'hld_' || substr(t.id, 5) FROM ledger_holds h "
+        "JOIN payment_transactions t ON t.credit_account = h.account_id "
+        "AND t.type = 'transfer' WHERE h.account_id = :a",
+        a=delayed.account,
+        m=measure.json()["id"],
     )
+    assert holds and all(h[2] and h[3] and h[4] for h in holds)  # its measure, its credit
+    seen.append(holds)
     return delayed.account, sender.account
 
 

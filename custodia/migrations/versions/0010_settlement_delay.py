@@ -6,7 +6,8 @@
   that a release finds exactly its holds;
 - ``aml_actions.action`` also admits ``delay_settlement``;
 - ``custodia_transfer(jsonb)`` (migration 0008) holds the credited amount on a payee whose
-  settlement is delayed, as ``custodia.accounts.movements`` does on the Python path.
+  settlement is delayed, as ``custodia.accounts.movements`` does on the Python path; the
+  hold is named after the transaction it holds (``hld_`` + the transaction id's ULID).
 
 Revision ID: 0010_settlement_delay
 Revises: 0009_aml
@@ -43,7 +44,7 @@ _HOLD = """    -- 6b. Delayed settlement (K2): the credit is held until complian
          WHERE id = v_to AND currency = 'CNY';
         INSERT INTO ledger_holds (id, account_id, currency, amount, status, expires_at,
                                   created_at, resolved_at, capture_transaction_id, reference)
-        VALUES (p->>'hold_id', v_to, 'CNY', v_amount, 'active',
+        VALUES ('hld_' || substr(p->>'transaction_id', 5), v_to, 'CNY', v_amount, 'active',
                 (p->>'hold_until')::timestamptz, v_now, NULL, NULL,
                 'aml:' || v_payee.settlement_delayed_by);
     END IF;
