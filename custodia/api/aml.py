@@ -594,7 +594,7 @@ class AlertsController(Controller):
 
 
 class ActionsController(Controller):
-    """Measures on accounts and customers (K2: freeze, stop service, lift)."""
+    """Measures on accounts and customers (K2: freeze, delay settlement, stop service, lift)."""
 
     path = "/v1/aml/actions"
     tags = ["aml"]
@@ -604,7 +604,7 @@ class ActionsController(Controller):
         operation_id="aml_actions_take",
         status_code=201,
         sync_to_thread=True,
-        summary="Freeze, terminate service or lift, with a reason",
+        summary="Freeze, delay settlement, terminate service or lift, with a reason",
     )
     def take(
         self,
