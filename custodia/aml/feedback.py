@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -39,18 +40,15 @@ _OPEN_FLOOR, _OPEN_CEILING = 4, 9
 
 def behaviour_score(session: Session, customer_id: str) -> int | None:
     """Return the transaction-behaviour factor monitoring gives the customer (see above)."""
-    reported = session.scalar(
-        select(func.count()).where(
-            AmlAlert.customer_id == customer_id, AmlAlert.decision == "reported"
-        )
-    )
+    row = session.execute(
+        select(
+            func.count().filter(AmlAlert.decision == "reported"),
+            func.max(AmlAlert.score).filter(AmlAlert.status != "closed"),
+        ).where(AmlAlert.customer_id == customer_id)
+    ).one()
+    reported, strongest = int(row[0]), cast("int | None", row[1])
     if reported:
         return REPORTED_BEHAVIOUR
-    strongest = session.scalar(
-        select(func.max(AmlAlert.score)).where(
-            AmlAlert.customer_id == customer_id, AmlAlert.status != "closed"
-        )
-    )
     if strongest is None:
         return None
     return max(_OPEN_FLOOR, min(_OPEN_CEILING, math.ceil(int(strongest) / 10)))
