@@ -6,6 +6,7 @@ others, depending only on ``custodia.core`` (see docs/architecture.md).
 
 from custodia.access.clients import (
     ClientView,
+    KnownKeys,
     NewClient,
     authenticate_key,
     create_client,
@@ -29,6 +30,7 @@ from custodia.access.staff import (
 __all__ = [
     "AccessPolicy",
     "ClientView",
+    "KnownKeys",
     "LoginOutcome",
     "NewClient",
     "NewStaff",

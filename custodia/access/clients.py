@@ -22,6 +22,7 @@ from custodia.access.models import ApiClient
 from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.audit import AuditAction
+from custodia.core.bounded import Bounded
 from custodia.core.db import FetchOne, Sql
 from custodia.core.errors import NotFound, Unauthenticated
 from custodia.core.ids import IdGenerator, IdPrefix, is_valid_id
@@ -174,3 +175,25 @@ def authenticate_key(fetch_one: FetchOne, key: str, *, environment: Environment)
     if row.revoked:
         raise Unauthenticated("The API key was revoked.")
     return Actor(ActorKind.CLIENT, client_id, Role(row.kind), row.merchant_id)
+
+
+class KnownKeys:
+    """API keys this process authenticated, by the SHA-256 of the whole key (never the key).
+
+    For routes whose own transaction checks again that the key's client is not revoked
+    (the transfer function, migration 0012): there the guard may take a key it
+    authenticated before from here, saving a lookup and a thread hop per request, and a
+    revoked key is still refused at once — by that transaction. A client's kind and
+    merchant never change, so the cached actor stays right. Bounded.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._actors = Bounded[Actor](size)
+
+    def get(self, key: str) -> Actor | None:
+        """Return the actor of a key authenticated before (None if not known here)."""
+        return self._actors.get(token_digest(key))
+
+    def put(self, key: str, actor: Actor) -> None:
+        """Remember that ``key`` authenticated as ``actor``."""
+        self._actors.put(token_digest(key), actor)

@@ -1,21 +1,24 @@
-"""Transfers on PostgreSQL in one call of ``custodia_transfer`` (migrations 0008, 0010).
+"""Transfers on PostgreSQL in one statement: ``custodia_transfer`` (migrations 0008–0012).
 
 The general path (:func:`custodia.accounts.movements.transfer`) sends ten statements per
 transfer through the ORM; a transfer authorised by device signatures alone — the common
 case for an app, and the one the benchmark drives — does its checks and writes in one
-server-side function instead, in the same transaction and order, with the same refusals:
+server-side function instead, as one autocommit statement (one round trip, one
+transaction), in the same order and with the same refusals:
 
 1. here: the amount and the two accounts (as the general path), the device signature over
    the API.md signing string, verified with the key's public half (cached per process: a
    key's public half never changes; whether it is still live and the payer's is decided by
-   the function, in the transaction);
+   the function, in the transaction); the transaction record with both names sealed for it
+   (B2, K5) and the response, rendered and sealed for the idempotency key — from the
+   customers' name blobs as :class:`Parties` last read them;
 2. the function: idempotency claim or replay, the payer's account and customer (visible to
-   the caller), the payee's account, statuses (K2, K7, A3), a corporate transfer's purpose
-   (B2), the payment lock and the key (K3), the limits (R5, R6, K4), the conditional debit
-   and the journal (B1), the hold on a payee whose settlement is delayed (K2), the audit
-   events and the outbox event;
-3. here again: the transaction record with both names sealed for it (B2, K5) and the stored
-   response, in one statement; then the COMMIT.
+   the caller), the payee's account, that both customers and their name blobs are still
+   the ones the record was sealed from (else ``parties_changed``: read again, seal again,
+   call again), statuses (K2, K7, A3), a corporate transfer's purpose (B2), the payment
+   lock and the key (K3), the limits (R5, R6, K4), the conditional debit and the journal
+   (B1), the hold on a payee whose settlement is delayed (K2), the audit events, the
+   outbox event, the record and the completed idempotency key.
 
 Anything else — other factors (a password or a one-time code need the credentials row
 first), a rolling limit year, SQLite — takes the general path. The test suite runs every
@@ -28,15 +31,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
-from threading import Lock
 from typing import Any
 
+import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from psycopg.types.json import Jsonb
 
 from custodia import kyc
 from custodia.accounts import limits
@@ -63,6 +64,7 @@ from custodia.accounts.movements import (
 )
 from custodia.core import audit
 from custodia.core.actors import ActorKind, Context
+from custodia.core.bounded import Bounded
 from custodia.core.db import Backend, Database, FetchOne, Sql
 from custodia.core.errors import (
     DomainError,
@@ -70,6 +72,7 @@ from custodia.core.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     NotFound,
+    Unauthenticated,
 )
 from custodia.core.idempotency import IdempotencyStore, IdempotentRequest, StoredResponse
 from custodia.core.ids import IdPrefix
@@ -77,24 +80,46 @@ from custodia.kyc.customers import decrypt_field
 from custodia.ledger.errors import InsufficientFunds, LedgerAccountNotFound
 
 _CALL = "SELECT * FROM custodia_transfer(%s::jsonb)"
-_RECORD_COLUMNS = (
-    "id", "type", "status", "amount", "currency", "debit_account", "credit_account",
-    "payer_customer_id", "payee_customer_id", "payer_name_enc", "payee_name_enc",
-    "merchant_id", "merchant_name", "merchant_code", "mcc", "bank_card_id",
-    "bank_card_masked", "bank_name", "channel", "terminal_type", "authentication", "purpose",
-    "order_id", "description", "original_transaction_id", "trace_id", "bank_reference",
-    "created_at", "completed_at",
-)  # fmt: skip
-#: The record and the stored response, in one statement.
-_FINISH = (
-    f"WITH record AS (INSERT INTO payment_transactions ({', '.join(_RECORD_COLUMNS)}) "  # noqa: S608 - constants
-    f"VALUES ({', '.join(f'%({c})s' for c in _RECORD_COLUMNS)})) "
-    "UPDATE idempotency_keys SET state = 'completed', response_status = %(r_status)s, "
-    "response_body = %(r_body)s, response_content_type = %(r_content_type)s "
-    "WHERE scope = %(r_scope)s AND key = %(r_key)s"
-)
 _KEY = Sql("SELECT public_key FROM customer_signing_keys WHERE id = :id")
+_PARTY = Sql(
+    "SELECT a.customer_id, c.name_enc FROM payment_accounts a "
+    "JOIN customers c ON c.id = a.customer_id WHERE a.id = :id"
+)
 _PURPOSE = "a corporate transfer over 50,000 CNY states its purpose"
+#: Reads and seals again after ``parties_changed`` at most this often (a rename mid-call).
+_PARTY_ATTEMPTS = 3
+
+
+class Parties:
+    """Each payment account's customer and that customer's name blob, cached per process.
+
+    The blob is the vault's ciphertext (``customers.name_enc``), never the name in clear.
+    An account's customer never changes; a name can (a correction, a key rotation), so the
+    transfer function compares the blobs the record was sealed from with the rows it reads
+    and refuses ``parties_changed`` if they differ; :func:`transfer` then forgets both
+    entries and reads again.
+    """
+
+    def __init__(self, fetch_one: FetchOne, *, size: int = 50_000) -> None:
+        self._fetch_one = fetch_one
+        self._known = Bounded[tuple[str, bytes | None]](size)
+
+    def get(self, account_id: str) -> tuple[str, bytes | None] | None:
+        """Return (customer id, name blob) of an account; None for an unknown account."""
+        found = self._known.get(account_id)
+        if found is not None:
+            return found
+        row = self._fetch_one(_PARTY, {"id": account_id})
+        if row is None:
+            return None
+        party = (str(row[0]), None if row[1] is None else bytes(row[1]))
+        self._known.put(account_id, party)
+        return party
+
+    def forget(self, *account_ids: str) -> None:
+        """Drop the accounts' entries (read again on next use)."""
+        for account_id in account_ids:
+            self._known.forget(account_id)
 
 
 class DeviceKeys:
@@ -106,9 +131,7 @@ class DeviceKeys:
 
     def __init__(self, fetch_one: FetchOne, *, size: int = 200_000) -> None:
         self._fetch_one = fetch_one
-        self._size = size
-        self._keys: OrderedDict[str, Ed25519PublicKey] = OrderedDict()
-        self._lock = Lock()
+        self._keys = Bounded[Ed25519PublicKey](size)
 
     def get(self, key_id: str) -> Ed25519PublicKey | None:
         """Return the key's public half (None for an unknown key)."""
@@ -122,10 +145,7 @@ class DeviceKeys:
             found = Ed25519PublicKey.from_public_bytes(base64.b64decode(row[0]))
         except (binascii.Error, ValueError):
             return None
-        with self._lock:
-            self._keys[key_id] = found
-            while len(self._keys) > self._size:
-                self._keys.popitem(last=False)
+        self._keys.put(key_id, found)
         return found
 
     def verify(self, key_id: str | None, signature: str | None, message: bytes) -> bool:
@@ -159,10 +179,11 @@ def transfer(
     ctx: Context,
     c: Collaborators,
     keys: DeviceKeys,
+    parties: Parties,
     store: IdempotencyStore,
     render: Callable[[TransactionView], bytes],
 ) -> tuple[StoredResponse, bool]:
-    """Claim the key and move the value in one transaction; return (response, replayed).
+    """Claim the key and move the value in one statement; return (response, replayed).
 
     ``render`` gives the body of a new transfer's 201 response. Raises the general path's
     refusals; the transaction rolls back on any of them.
@@ -179,60 +200,80 @@ def transfer(
         amount=cmd.amount,
         currency="CNY",
     )
-    verified = kyc.VerifiedFactors(("signature",), f"signature:{factor.key_id}")
-    transaction_id = c.ids.new(IdPrefix.TRANSACTION)
     purpose = (cmd.purpose or "").strip() or None
     fields: dict[str, Any] = {
-        "transaction_id": transaction_id, "type_": "transfer", "status": "succeeded",
-        "amount": cmd.amount, "ctx": ctx, "auth": auth, "verified": verified, "c": c,
+        "transaction_id": c.ids.new(IdPrefix.TRANSACTION), "type_": "transfer",
+        "status": "succeeded", "amount": cmd.amount, "ctx": ctx, "auth": auth,
+        "verified": kyc.VerifiedFactors(("signature",), f"signature:{factor.key_id}"), "c": c,
         "purpose": purpose,
     }  # fmt: skip
-    # The events' contents name no customer: known before the call.
-    view, _ = record_of(
-        payer=Party(None, None, cmd.from_account_id),
-        payee=Party(None, None, cmd.to_account_id),
-        **fields,
-    )
-    payload = json.dumps(
-        _payload(cmd, request, view, ctx=ctx, c=c, store=store)
-        | {
-            "purpose": purpose,
-            "key_id": factor.key_id,
-            "signature_verified": keys.verify(factor.key_id, factor.signature, message),
-        }
-    )
+    fixed = {
+        "purpose": purpose,
+        "key_id": factor.key_id,
+        "signature_verified": keys.verify(factor.key_id, factor.signature, message),
+        "event_id": c.ids.new(IdPrefix.EVENT),
+    }
+    for _ in range(_PARTY_ATTEMPTS):
+        payer = _party(parties, cmd.from_account_id, c)
+        payee = _party(parties, cmd.to_account_id, c)
+        view, row = record_of(payer=payer[0], payee=payee[0], **fields)
+        body = render(view)
+        payload = (
+            _payload(cmd, request, view, ctx=ctx, c=c, store=store)
+            | fixed
+            | {
+                "payer_customer_id": payer[0].customer_id,
+                "payer_name_enc": payer[1],
+                "payee_customer_id": payee[0].customer_id,
+                "payee_name_enc": payee[1],
+                "record": {k: _json_value(v) for k, v in row.items()},
+                "response_status": 201,
+                "response_body": _b64(store.sealed(request, body)),
+                "response_content_type": "application/json",
+            }
+        )
+        encoded = msgspec.json.encode(payload).decode()
 
-    def work(conn: Any) -> tuple[StoredResponse, bool]:
-        found = _call(conn, payload, now=ctx.now)
-        replay_status, replay_body, replay_type, payer_id, payee_id, payer_blob, payee_blob = found
+        def call(conn: Any, encoded: str = encoded) -> tuple[Any, ...]:
+            return _call(conn, encoded, now=ctx.now)
+
+        try:
+            found = db.run_driver(call, one_statement=True)
+        except _PartiesChanged:
+            parties.forget(cmd.from_account_id, cmd.to_account_id)
+            continue
+        replay_status, replay_body, replay_type = found[:3]
         if replay_status is not None:
             return store.stored(request, replay_status, replay_body, replay_type), True
+        return StoredResponse(201, body, "application/json"), False
+    raise IdempotencyKeyInFlight  # renamed on every attempt: transient, the client retries
 
-        def name(customer_id: str, blob: bytes) -> str:
-            return decrypt_field(c.vault, "customers", customer_id, blob, "name_enc") or ""
 
-        done, row = record_of(
-            payer=Party(payer_id, name(payer_id, payer_blob), cmd.from_account_id),
-            payee=Party(payee_id, name(payee_id, payee_blob), cmd.to_account_id),
-            **fields,
-        )
-        response = StoredResponse(201, render(done), "application/json")
-        conn.execute(
-            _FINISH,
-            row
-            | {
-                "authentication": Jsonb(row["authentication"]),
-                "r_status": response.status,
-                "r_body": store.sealed(request, response.body),
-                "r_content_type": response.content_type,
-                "r_scope": request.scope,
-                "r_key": request.key,
-            },
-            prepare=True,
-        )
-        return response, False
+def _party(parties: Parties, account_id: str, c: Collaborators) -> tuple[Party, str | None]:
+    """Return an account's party (name in clear, in memory) and its blob as sent (base64)."""
+    known = parties.get(account_id)
+    if known is None:  # the function refuses the unknown account
+        return Party(None, None, account_id), None
+    customer_id, blob = known
+    name = decrypt_field(c.vault, "customers", customer_id, blob, "name_enc") or ""
+    return Party(customer_id, name, account_id), None if blob is None else _b64(blob)
 
-    return db.run_driver(work)
+
+def _b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode("ascii")
+
+
+def _json_value(value: Any) -> Any:
+    """Return a record value as ``jsonb_populate_record`` reads it (bytea as hex)."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class _PartiesChanged(Exception):
+    """The function found other customers or names than the record was sealed from."""
 
 
 def _payload(
@@ -260,6 +301,8 @@ def _payload(
         "amount": cmd.amount,
         "purpose_threshold": c.purpose_threshold,
         "visible_to": ctx.actor.id if ctx.actor.kind is ActorKind.CLIENT else None,
+        # The caller's API key is checked again here (security.Access.key_rechecked).
+        "client_id": ctx.actor.id if ctx.actor.kind is ActorKind.CLIENT else None,
         "class_i_lifetime": policy.class_i_lifetime,
         "class_ii_yearly": policy.class_ii_yearly,
         "class_iii_yearly": policy.class_iii_yearly,
@@ -273,7 +316,6 @@ def _payload(
         "audit_action": audit.AuditAction.TRANSFER.value,
         "audit_details": audit.canonical_details(audit_details(view)),
         "hold_until": HELD_UNTIL_RELEASED.isoformat(),  # if the payee's settlement is delayed
-        "event_id": c.ids.new(IdPrefix.EVENT),
         "event_type": TRANSACTION_POSTED,
         "event_payload": posted_event(view),
     }
@@ -289,8 +331,11 @@ def _call(conn: Any, payload: str, *, now: datetime) -> tuple[Any, ...]:
         message = exc.diag.message_primary or ""
         if not message.startswith("custodia:"):
             raise
+        code = message.removeprefix("custodia:")
+        if code == "parties_changed":
+            raise _PartiesChanged from None
         detail = json.loads(exc.diag.message_detail or "{}")
-        raise refusal(message.removeprefix("custodia:"), detail, now=now) from None
+        raise refusal(code, detail, now=now) from None
     except psycopg.errors.LockNotAvailable:
         raise IdempotencyKeyInFlight from None
     assert row is not None  # noqa: S101 - the function returns one row
@@ -326,6 +371,7 @@ _REFUSALS: dict[str, Callable[[dict[str, Any], datetime], DomainError]] = {
     "ledger_account_not_found": lambda d, _: LedgerAccountNotFound(d["account_id"], d["currency"]),
     "idempotency_key_reused": lambda _d, _: IdempotencyKeyReused(),
     "idempotency_key_in_flight": lambda _d, _: IdempotencyKeyInFlight(),
+    "unauthenticated": lambda _d, _: Unauthenticated("The API key was revoked."),
 }
 
 

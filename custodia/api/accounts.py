@@ -41,7 +41,7 @@ from custodia.api.idempotency import (
 from custodia.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from custodia.api.problems import render_refusal
 from custodia.api.runtime import Runtime
-from custodia.api.security import context_of, current_principal
+from custodia.api.security import confirmed, context_of, current_principal
 from custodia.core import audit
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.errors import FieldProblem, NotFound
@@ -499,7 +499,7 @@ def _transfer_in_one_call(
             idem,
             lambda: fastpath.transfer(
                 runtime.db, cmd, auth, idem, ctx=ctx, c=runtime.money, keys=runtime.device_keys,
-                store=runtime.idempotency,
+                parties=runtime.parties, store=runtime.idempotency,
                 render=lambda view: msgspec.json.encode(transaction_out(view, ctx.actor)),
             ),
             now=ctx.now,
@@ -1008,6 +1008,7 @@ class MoneyController(Controller):
 
         if fastpath.eligible(runtime.db.backend, auth, runtime.money.limits):
             return _transfer_in_one_call(request, runtime, data, cmd, auth)
+        confirmed(runtime, request)  # the general path does not check the key again
 
         def work(session: Session, ctx: Context) -> movements.TransactionView:
             _acting_for_account(session, data.from_account_id, ctx.actor, data.to_account_id)

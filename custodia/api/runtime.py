@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from custodia import agreements, aml, kyc, ledger
-from custodia.access import AccessPolicy
+from custodia.access import AccessPolicy, KnownKeys
 from custodia.access.models import PII_COLUMNS as ACCESS_PII_COLUMNS
 from custodia.accounts import fastpath, movements
 from custodia.accounts import limits as account_limits
@@ -89,6 +89,8 @@ class Runtime:
     bank: BankAdapter = field(init=False)
     money: movements.Collaborators = field(init=False)
     device_keys: fastpath.DeviceKeys = field(init=False)
+    parties: fastpath.Parties = field(init=False)
+    known_keys: KnownKeys = field(init=False)
     monitoring_policy: aml.MonitoringPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +147,8 @@ class Runtime:
         }.items():
             self.consumers.register(event_type, f"accounts.{event_type}", consumer)
         self.device_keys = fastpath.DeviceKeys(self.db.fetch_one)
+        self.parties = fastpath.Parties(self.db.fetch_one)
+        self.known_keys = KnownKeys()
         self.rating_feedback = aml.RatingFeedback(
             vault=self.vault,
             model=self.risk_model,

@@ -46,6 +46,11 @@ class Access:
     public: bool = False
     #: Whether a staff session that must still change its one-time password may call it.
     during_password_change: bool = False
+    #: Whether the route's own transaction checks that the caller's API key is not revoked
+    #: (the transfer function): the guard may then take a key it authenticated before from
+    #: the process's :class:`~custodia.access.KnownKeys`; the handler authenticates again
+    #: when its work does not run in that transaction (``Principal.cached``).
+    key_rechecked: bool = False
 
 
 PUBLIC = Access(public=True)
@@ -124,7 +129,7 @@ ROUTE_ACCESS: dict[str, Access] = {
     # money movement: the customer's app moves its customers' money; merchants take payments
     "top_ups_create": Access(ONBOARDING),
     "withdrawals_create": Access(ONBOARDING),
-    "transfers_create": Access(ONBOARDING),
+    "transfers_create": Access(ONBOARDING, key_rechecked=True),
     "payments_create": Access(MERCHANTS),
     "refunds_create": Access(MERCHANTS),
     "transactions_get": Access(ONBOARDING | MERCHANTS | CUSTOMER_READERS),
@@ -165,6 +170,8 @@ class Principal:
 
     actor: Actor
     staff: StaffPrincipal | None = None
+    #: Taken from the process's known keys without a lookup (``Access.key_rechecked``).
+    cached: bool = False
 
 
 def _is_framework_route(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> bool:
@@ -195,6 +202,30 @@ def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
     return Principal(staff.actor, staff)
 
 
+def _known_key(runtime: Runtime, authorization: str | None) -> Principal | None:
+    """Return the principal of an API key this process authenticated before, if any."""
+    if not authorization:
+        return None
+    actor = runtime.known_keys.get(authorization)
+    return None if actor is None else Principal(actor, cached=True)
+
+
+def confirmed(runtime: Runtime, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """Return the caller, looked up again if the guard took it from the known keys.
+
+    For a ``key_rechecked`` route whose work does not run in the transaction that checks
+    the key (e.g. a transfer on the general path). Runs in the handler's thread.
+    """
+    principal = current_principal(connection)
+    if not principal.cached:
+        return principal
+    try:
+        return authenticate(runtime, connection.headers.get("authorization"))
+    except Unauthenticated:
+        _deny(runtime, "unauthenticated", operation=connection.scope.get("path_template"))
+        raise
+
+
 def security_event(runtime: Runtime, event: str, *, warning: bool = False, **fields: Any) -> None:
     """Count ``event`` in the metrics and write it to the security log (issue 3 item 8)."""
     runtime.metrics.security_events.labels(event).inc()
@@ -223,13 +254,16 @@ async def authorize(
         raise Forbidden("This route is not open to any role.")
     if access.public:
         return
-    try:
-        principal = await anyio.to_thread.run_sync(
-            authenticate, runtime, connection.headers.get("authorization")
-        )
-    except Unauthenticated:
-        _deny(runtime, "unauthenticated", operation=operation)
-        raise
+    authorization = connection.headers.get("authorization")
+    principal = _known_key(runtime, authorization) if access.key_rechecked else None
+    if principal is None:
+        try:
+            principal = await anyio.to_thread.run_sync(authenticate, runtime, authorization)
+        except Unauthenticated:
+            _deny(runtime, "unauthenticated", operation=operation)
+            raise
+        if access.key_rechecked and principal.staff is None and authorization:
+            runtime.known_keys.put(authorization, principal.actor)
     state = connection.scope["state"]
     state["principal"] = principal
     state["actor"] = principal.actor
@@ -282,6 +316,7 @@ __all__ = [
     "Principal",
     "authenticate",
     "authorize",
+    "confirmed",
     "context_of",
     "current_principal",
 ]

@@ -165,6 +165,8 @@ class Unauthenticated(DomainError):
     code = "unauthenticated"
     kind = ErrorKind.UNAUTHENTICATED
     title = "Authentication required"
+    #: About the credential, not the request: never stored under an idempotency key.
+    transient = True
 
     def __init__(
         self, detail: str = "Send a valid credential in the Authorization header."

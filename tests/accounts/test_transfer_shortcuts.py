@@ -1,0 +1,170 @@
+"""What the transfer route may take from per-process caches, and what it never may.
+
+The guard takes an API key it authenticated before from the process's known keys on
+``POST /v1/transfers`` (``Access.key_rechecked``): the transfer's own transaction checks
+the client again, so a revoked key is still refused at once, on either path. On PostgreSQL
+the record is sealed before the call from the customers' name blobs as the process last
+read them; a renamed customer is named anew (the function refuses ``parties_changed``
+and the transfer is sealed again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from custodia import access
+from custodia.accounts import fastpath
+from custodia.api import security
+from custodia.api.runtime import Runtime
+from custodia.core.clock import ManualClock
+from tests.accounts.conftest import Client, onboard
+from tests.factories import cli_context
+
+
+def _one(runtime: Runtime, statement: str, **params: Any) -> Any:
+    return runtime.db.run(lambda s: s.execute(text(statement), params).one())
+
+
+def _client_id(app: dict[str, str]) -> str:
+    key = app["Authorization"].removeprefix("Bearer ")
+    return "cli_" + key.split("_")[2]
+
+
+@pytest.fixture(params=["as_routed", "general"])
+def path(request: pytest.FixtureRequest, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which transfer path runs: the one-call path on PostgreSQL, else the general one."""
+    if request.param == "general":
+        monkeypatch.setattr(fastpath, "eligible", lambda *_: False)
+        return "general"
+    return "one_call" if runtime.db.backend == "postgresql" else "general"
+
+
+def test_a_known_key_skips_the_lookup_but_a_revoked_one_is_refused_at_once(
+    client: Client,
+    runtime: Runtime,
+    clock: ManualClock,
+    app: dict[str, str],
+    *,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+    lookups: list[str] = []
+    real = security.authenticate
+
+    def counted(*args: Any) -> Any:
+        lookups.append("lookup")
+        return real(*args)
+
+    monkeypatch.setattr(security, "authenticate", counted)
+    assert payer.transfer(payee.account, 10).status_code == 201
+    assert payer.transfer(payee.account, 10).status_code == 201
+    # The guard looked the key up once; the general path confirms a cached key itself.
+    assert len(lookups) == (1 if path == "one_call" else 2)
+
+    runtime.db.run(lambda s: access.revoke_client(s, _client_id(app), ctx=cli_context(runtime)))
+    key = payer.key()
+    refused = payer.transfer(payee.account, 10, key=key)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["code"] == "unauthenticated"
+    # Nothing moved, and the refusal is not kept under the key.
+    assert _one(runtime, "SELECT balance FROM ledger_accounts WHERE id = :a", a=payer.account)[
+        0
+    ] == (1_000 - 20)
+    assert _one(runtime, "SELECT count(*) FROM idempotency_keys WHERE key = :k", k=key)[0] == 0
+    # Other routes never took the key from the cache: refused by their own lookup.
+    assert client.get(f"/v1/accounts/{payer.account}", headers=app).status_code == 401
+
+
+def test_a_wrong_secret_for_a_known_client_is_not_taken_from_the_cache(
+    client: Client, clock: ManualClock, app: dict[str, str], path: str
+) -> None:
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+    assert payer.transfer(payee.account, 10).status_code == 201
+    key = app["Authorization"].removeprefix("Bearer ")
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    payer.app = {"Authorization": f"Bearer {forged}"}
+    refused = payer.transfer(payee.account, 10)
+    assert refused.status_code == 401, refused.text
+
+
+@pytest.mark.postgres_only
+def test_a_renamed_customer_is_named_anew_in_the_next_record(
+    client: Client,
+    runtime: Runtime,
+    clock: ManualClock,
+    app: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock, name="李娜")
+    assert payer.transfer(payee.account, 10).status_code == 201  # the process read both
+    renamed = runtime.vault.encrypt("李丽", table="customers", column="name_enc", row_id=payee.id)
+    runtime.db.run(
+        lambda s: s.execute(
+            text("UPDATE customers SET name_enc = :b WHERE id = :c"), {"b": renamed, "c": payee.id}
+        )
+    )
+    forgotten: list[tuple[str, ...]] = []
+    real = fastpath.Parties.forget
+
+    def counted(self: fastpath.Parties, *accounts: str) -> None:
+        forgotten.append(accounts)
+        real(self, *accounts)
+
+    monkeypatch.setattr(fastpath.Parties, "forget", counted)
+    second = payer.transfer(payee.account, 10)
+    assert second.status_code == 201, second.text
+    assert forgotten == [(payer.account, payee.account)]  # refused once, sealed again
+    blob = _one(
+        runtime,
+        "SELECT payee_name_enc FROM payment_transactions WHERE id = :t",
+        t=second.json()["id"],
+    )[0]
+    name = runtime.vault.decrypt(
+        bytes(blob), table="payment_transactions", column="payee_name_enc",
+        row_id=second.json()["id"],
+    )  # fmt: skip
+    assert name == "李丽"
+    # Moved once: the refused attempt rolled back.
+    assert _one(runtime, "SELECT balance FROM ledger_accounts WHERE id = :a", a=payer.account)[
+        0
+    ] == (1_000 - 20)
+
+
+@pytest.mark.postgres_only
+def test_the_function_refuses_a_record_sealed_from_other_names(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str]
+) -> None:
+    """Around Python: a call whose names do not match the customers' writes nothing."""
+    import json  # noqa: PLC0415
+
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+
+    def call(conn: Any) -> None:
+        conn.execute(
+                "SELECT * FROM custodia_transfer(%s::jsonb)",
+                (
+                    json.dumps(
+                        {
+                            "now": clock.now().isoformat(), "scope": "s", "key": "k",
+                            "fingerprint": "f", "expires_at": clock.now().isoformat(),
+                            "lock_wait": "1s", "from_account_id": payer.account,
+                            "to_account_id": payee.account, "amount": 1,
+                            "payer_customer_id": payer.id, "payee_customer_id": payee.id,
+                            "payer_name_enc": "AAAA", "payee_name_enc": "AAAA",
+                        }
+                    ),
+            ),
+        )  # fmt: skip
+
+    with pytest.raises(DBAPIError, match="custodia:parties_changed"):
+        runtime.db.run_driver(call)
+    assert _one(runtime, "SELECT count(*) FROM idempotency_keys WHERE scope = 's'")[0] == 0
