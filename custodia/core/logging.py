@@ -67,8 +67,58 @@ def _mask_digit_run(match: re.Match[str]) -> str:
     return text
 
 
+#: No pattern above matches fewer characters than ``basic x``.
+_SHORTEST_MATCH = 7
+#: The only characters outside ASCII that the patterns above can match: decimal digits of
+#: other scripts (``\d``) and the three letters IGNORECASE equates with s and i: long s U+017F,
+#: dotted capital I U+0130, dotless i U+0131 (a test checks this against the whole of Unicode).
+_NON_ASCII_SPECIAL = re.compile(r"[\d\u017f\u0130\u0131](?<![0-9])")
+#: The quick test's folding: digits become 0, the letters of bearer/basic lower case, and the
+#: separators of digit runs (space, dash) are deleted.
+_FOLD = bytes.maketrans(b"123456789BEARSIC", b"000000000bearsic")
+_FOLD_DELETE = b" -"
+#: Every phone, identity or card number and digit run has at least 11 digits.
+_ELEVEN_DIGITS = "0" * 11
+
+
+def _may_match(text: str) -> bool:
+    """Return False only if no pattern of :func:`redact_text` can match ``text``.
+
+    The test is a necessary condition for each pattern, cheaper than the six searches (most
+    log values, such as ``/v1/transfers`` or ``req_01JD8X…``, match none):
+
+    - phone, identity and card numbers and other digit runs hold 11 or more ASCII digits,
+      with at most one space or dash between two of them: 11 zeros once separators are
+      deleted and digits folded to 0;
+    - credentials start with ``bearer``/``basic`` in any case, ``ck_`` or ``otpauth://``.
+
+    Text holding characters outside ASCII is folded the same way (each such character to
+    ``?``) unless it holds one of the few that the patterns treat as digits or letters
+    (``_NON_ASCII_SPECIAL``), which sends it to the full searches.
+    """
+    if len(text) < _SHORTEST_MATCH:
+        return False
+    if not text.isascii() and _NON_ASCII_SPECIAL.search(text):
+        return True
+    folded = text.encode("ascii", "replace").translate(_FOLD, _FOLD_DELETE).decode("ascii")
+    return (
+        _ELEVEN_DIGITS in folded
+        or "bearer" in folded
+        or "basic" in folded
+        or "ck_" in folded
+        or "otpauth://" in folded
+    )
+
+
 def redact_text(text: str) -> str:
-    """Return ``text`` with identity, card and phone numbers and credentials masked."""
+    """Return ``text`` with identity, card and phone numbers and credentials masked.
+
+    Text that cannot match any pattern (:func:`_may_match`, most log values) is returned as
+    it is: a substitution whose pattern does not match leaves the text unchanged, so the six
+    would have returned it unchanged too.
+    """
+    if not _may_match(text):
+        return text
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _API_KEY.sub("ck_" + REDACTED, text)
     text = _OTPAUTH.sub("otpauth://" + REDACTED, text)
