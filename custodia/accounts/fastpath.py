@@ -1,4 +1,4 @@
-"""Transfers on PostgreSQL in one statement: ``custodia_transfer`` (migrations 0008–0012).
+"""Transfers on PostgreSQL in one statement: ``custodia_transfer`` (migrations 0008–0013).
 
 The general path (:func:`custodia.accounts.movements.transfer`) sends ten statements per
 transfer through the ORM; a transfer authorised by device signatures alone — the common
@@ -85,6 +85,16 @@ _PARTY = Sql(
     "SELECT a.customer_id, c.name_enc FROM payment_accounts a "
     "JOIN customers c ON c.id = a.customer_id WHERE a.id = :id"
 )
+#: What a transfer needs that the caches may lack, in one read (not one per item): the key's
+#: public half and each account's customer and name blob (NULL for what does not exist).
+_PRIME = Sql(
+    "SELECT (SELECT public_key FROM customer_signing_keys WHERE id = :key_id), "
+    "pa.customer_id, pc.name_enc, qa.customer_id, qc.name_enc FROM (SELECT 1) AS one "
+    "LEFT JOIN payment_accounts pa ON pa.id = :payer "
+    "LEFT JOIN customers pc ON pc.id = pa.customer_id "
+    "LEFT JOIN payment_accounts qa ON qa.id = :payee "
+    "LEFT JOIN customers qc ON qc.id = qa.customer_id"
+)
 _PURPOSE = "a corporate transfer over 50,000 CNY states its purpose"
 #: Reads and seals again after ``parties_changed`` at most this often (a rename mid-call).
 _PARTY_ATTEMPTS = 3
@@ -110,9 +120,15 @@ class Parties:
         if found is not None:
             return found
         row = self._fetch_one(_PARTY, {"id": account_id})
-        if row is None:
-            return None
-        party = (str(row[0]), None if row[1] is None else bytes(row[1]))
+        return None if row is None else self.put(account_id, row[0], row[1])
+
+    def cached(self, account_id: str) -> bool:
+        """Return whether the account's party is known without a read."""
+        return self._known.get(account_id) is not None
+
+    def put(self, account_id: str, customer_id: Any, name_enc: Any) -> tuple[str, bytes | None]:
+        """Remember an account's customer and name blob as just read; return the entry."""
+        party = (str(customer_id), None if name_enc is None else bytes(name_enc))
         self._known.put(account_id, party)
         return party
 
@@ -139,10 +155,16 @@ class DeviceKeys:
         if found is not None:
             return found
         row = self._fetch_one(_KEY, {"id": key_id})
-        if row is None:
-            return None
+        return None if row is None else self.put(key_id, row[0])
+
+    def cached(self, key_id: str) -> bool:
+        """Return whether the key's public half is known without a read."""
+        return self._keys.get(key_id) is not None
+
+    def put(self, key_id: str, public_key: str) -> Ed25519PublicKey | None:
+        """Remember a key's public half (base64) as just read; None if it is not a key."""
         try:
-            found = Ed25519PublicKey.from_public_bytes(base64.b64decode(row[0]))
+            found = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key))
         except (binascii.Error, ValueError):
             return None
         self._keys.put(key_id, found)
@@ -192,6 +214,7 @@ def transfer(
     if cmd.from_account_id == cmd.to_account_id:
         raise InvalidPaymentRequest([FieldProblem("to_account_id", "a different account")])
     factor = auth.factors[0]  # each kind counts once: the first signature is the one checked
+    prime(db, cmd, factor.key_id, keys=keys, parties=parties)
     message = signing_string(
         "transfer",
         idempotency_key=auth.idempotency_key,
@@ -214,6 +237,7 @@ def transfer(
         "event_id": c.ids.new(IdPrefix.EVENT),
     }
     for _ in range(_PARTY_ATTEMPTS):
+        prime(db, cmd, factor.key_id, keys=keys, parties=parties)  # again after a change
         payer = _party(parties, cmd.from_account_id, c)
         payee = _party(parties, cmd.to_account_id, c)
         view, row = record_of(payer=payer[0], payee=payee[0], **fields)
@@ -247,6 +271,36 @@ def transfer(
             return store.stored(request, replay_status, replay_body, replay_type), True
         return StoredResponse(201, body, "application/json"), False
     raise IdempotencyKeyInFlight  # renamed on every attempt: transient, the client retries
+
+
+def prime(
+    db: Database, cmd: Transfer, key_id: str | None, *, keys: DeviceKeys, parties: Parties
+) -> None:
+    """Read what the caches lack for this transfer in one statement, and cache it.
+
+    A transfer between accounts this process has not seen yet (the common case right after
+    a start, or with many more accounts than the caches hold) then costs one read before
+    the call, not one per key and per account. What does not exist stays uncached: the
+    caches' own reads and the function then refuse it as before.
+    """
+    if (
+        (key_id is None or keys.cached(key_id))
+        and parties.cached(cmd.from_account_id)
+        and parties.cached(cmd.to_account_id)
+    ):
+        return
+    row = db.fetch_one(
+        _PRIME, {"key_id": key_id or "", "payer": cmd.from_account_id, "payee": cmd.to_account_id}
+    )
+    if row is None:
+        return
+    public_key, payer, payer_name, payee, payee_name = row
+    if key_id and public_key is not None:
+        keys.put(key_id, public_key)
+    if payer is not None:
+        parties.put(cmd.from_account_id, payer, payer_name)
+    if payee is not None:
+        parties.put(cmd.to_account_id, payee, payee_name)
 
 
 def _party(parties: Parties, account_id: str, c: Collaborators) -> tuple[Party, str | None]:

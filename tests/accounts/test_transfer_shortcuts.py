@@ -160,6 +160,8 @@ def test_the_function_refuses_a_record_sealed_from_other_names(
                             "to_account_id": payee.account, "amount": 1,
                             "payer_customer_id": payer.id, "payee_customer_id": payee.id,
                             "payer_name_enc": "AAAA", "payee_name_enc": "AAAA",
+                            "response_status": 201, "response_body": "e30=",
+                            "response_content_type": "application/json",
                         }
                     ),
             ),
@@ -168,3 +170,72 @@ def test_the_function_refuses_a_record_sealed_from_other_names(
     with pytest.raises(DBAPIError, match="custodia:parties_changed"):
         runtime.db.run_driver(call)
     assert _one(runtime, "SELECT count(*) FROM idempotency_keys WHERE scope = 's'")[0] == 0
+
+
+@pytest.mark.postgres_only
+def test_a_process_that_knows_no_party_yet_reads_what_a_transfer_needs_once(
+    client: Client,
+    runtime: Runtime,
+    clock: ManualClock,
+    app: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The device key and both parties come in one read, then from the caches."""
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+    other = onboard(client, app, clock)
+    reads: list[str] = []
+    real = runtime.db.fetch_one
+
+    def counted(query: Any, params: Any) -> Any:
+        if "api_clients" not in query.text:  # not the guard's key lookup
+            reads.append(query.text)
+        return real(query, params)
+
+    # A process just started: empty caches.
+    monkeypatch.setattr(runtime, "device_keys", fastpath.DeviceKeys(counted))
+    monkeypatch.setattr(runtime, "parties", fastpath.Parties(counted))
+    monkeypatch.setattr(runtime.db, "fetch_one", counted)
+    assert payer.transfer(payee.account, 10).status_code == 201
+    assert len(reads) == 1  # the key and both accounts' parties, in one statement
+    assert payer.transfer(payee.account, 10).status_code == 201
+    assert len(reads) == 1  # all cached now
+    assert payer.transfer(other.account, 10).status_code == 201
+    assert len(reads) == 2  # only the new payee was missing: one read again
+    unknown = payer.transfer("acc_" + "0" * 26, 10)
+    assert unknown.status_code == 404, unknown.text  # refused by the function, as before
+    assert (
+        _one(runtime, "SELECT balance FROM ledger_accounts WHERE id = :a", a=payer.account)[0]
+        == 1_000 - 30
+    )
+
+
+@pytest.mark.postgres_only
+def test_the_function_writes_the_idempotency_row_once_completed(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str]
+) -> None:
+    """Around Python: one insert of the key's row with the response, no later update.
+
+    The call is one transaction, so the row is claimed with the response already in it
+    (migration 0013); counted in PostgreSQL's statistics of the test's own transaction.
+    """
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+    counts = (
+        "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables "
+        "WHERE relname = 'idempotency_keys'"
+    )
+    before = _one(runtime, counts)
+    done = payer.transfer(payee.account, 10, key="written-once")
+    assert done.status_code == 201, done.text
+    after = _one(runtime, counts)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+    state, status = _one(
+        runtime,
+        "SELECT state, response_status FROM idempotency_keys WHERE key = :k",
+        k="written-once",
+    )
+    assert (state, status) == ("completed", 201)
+    replayed = payer.transfer(payee.account, 10, key="written-once")
+    assert replayed.status_code == 201
+    assert replayed.json() == done.json()
