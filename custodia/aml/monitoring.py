@@ -24,13 +24,13 @@ institution's country (setting ``aml_home_country``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from custodia.accounts.models import PaymentTransaction
@@ -264,6 +264,30 @@ def records(session: Session, transaction_ids: Sequence[str]) -> dict[str, Recor
     return found
 
 
+#: The advisory-lock class of monitoring's per-customer locks (the other key: the id's hash).
+_CUSTOMER_LOCKS = 7_2_2  # "K2"
+_LOCK_CUSTOMERS = text(
+    "SELECT pg_advisory_xact_lock(:class, h) FROM "
+    "(SELECT DISTINCT hashtext(c) AS h FROM unnest(CAST(:ids AS text[])) AS c ORDER BY 1) AS s"
+)
+
+
+def serialize_customers(session: Session, customer_ids: Iterable[str]) -> None:
+    """Wait until no other worker's open batch concerns these customers (PostgreSQL).
+
+    Workers claim different events, but two events may concern one customer. Each takes a
+    transaction-scoped advisory lock per customer of its batch, in one order (so two
+    workers never deadlock on them), before it reads any window: a batch touching a
+    customer another worker is evaluating waits for that commit, then — read committed,
+    a fresh snapshot per statement — its windows count the other batch's movements, as
+    if one worker had evaluated both in turn. Released at commit or rollback. SQLite has
+    one writer at a time and needs none.
+    """
+    ids = sorted(set(customer_ids))
+    if ids and session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_CUSTOMERS, {"class": _CUSTOMER_LOCKS, "ids": ids})
+
+
 def evaluate_transactions(
     session: Session,
     posted: Sequence[tuple[str, Context]],
@@ -286,6 +310,7 @@ def evaluate_transactions(
         for party in (row.payer_customer_id, row.payee_customer_id)
         if party
     }
+    serialize_customers(session, parties)
     people = subjects(session, *parties)
     states = config.rule_states(session, posted[0][1].now)
     sides = [

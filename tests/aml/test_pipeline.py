@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from custodia import aml
 from custodia.aml.models import AmlAlert, AmlAlertTransaction, AmlMovement
 from custodia.aml.monitoring import SCREENING_HIT, TRANSACTION_POSTED
+from custodia.aml.windows import Window
 from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
 from custodia.core.actors import Context, Role
@@ -286,3 +287,70 @@ def test_onboarding_a_listed_person_puts_the_hit_in_the_alert_queue(
     assert [(a["rule"], a["pattern"][:4], a["details"]["source"]) for a in listed] == [
         ("watchlist", "hit:", "screening")
     ]
+
+
+@pytest.mark.postgres_only
+def test_a_worker_waits_for_another_evaluating_the_same_customer(
+    committing_client: Client,
+    committing_runtime: Runtime,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two batches concerning one customer: the later one's windows count the earlier's.
+
+    Worker "first" evaluates the payer's first transfer and holds its transaction open;
+    worker "second" claims the next transfer (SKIP LOCKED) and must wait on the customer's
+    lock, then see the first's movement committed — not evaluate blind beside it.
+    """
+    runtime = committing_runtime
+    payer, _, sent = _post_transfers(committing_client, runtime, clock, 2)
+    registry_plain = _monitoring_only(runtime)
+    assert _processor(runtime, registry_plain, batch_size=1).process_batch() == 1  # the top-up
+    evaluated = threading.Event()
+    release = threading.Event()
+    finished: list[str] = []
+    seen: dict[str, int] = {}
+
+    def wrap(consumer: Any) -> Any:
+        def wrapped(session: Session, message: OutboxMessage) -> Any:
+            done = consumer(session, message)
+            if threading.current_thread().name == "first":
+                evaluated.set()
+                release.wait(30)  # the batch's transaction stays open meanwhile
+            finished.append(threading.current_thread().name)
+            return done
+
+        return wrapped
+
+    real = Window.record_and_measure_all
+
+    def counted(self: Window, sides: Any) -> Any:
+        if threading.current_thread().name == "second":
+            seen["payer_movements"] = self.session.execute(
+                select(func.count())
+                .select_from(AmlMovement)
+                .where(AmlMovement.customer_id == payer.id)
+            ).scalar_one()
+        return real(self, sides)
+
+    monkeypatch.setattr(Window, "record_and_measure_all", counted)
+    registry = _monitoring_only(runtime, wrap)
+
+    def drain() -> None:
+        _processor(runtime, registry, batch_size=1).process_batch()
+
+    first = threading.Thread(target=drain, name="first")
+    first.start()
+    assert evaluated.wait(30)
+    second = threading.Thread(target=drain, name="second")
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting on the payer's lock, not evaluating beside "first"
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert finished == ["first", "second"]
+    # The top-up's movement and the first transfer's, both committed before it looked.
+    assert seen == {"payer_movements": 2}
+    state = _state(runtime, payer)
+    assert state["events"] == Counter({("done", 1): len(sent) + 1})
