@@ -12,6 +12,7 @@
    second, against the transfer rate.
 
     .venv/bin/python bench/monitoring.py [--accounts 2000] [--duration 30] [--monitor-workers 1]
+        [--batch-size 100]
 
 Goal (issue 7): rules throughput ≥ 2 × the transfer rate, so that the lag's p99 stays under
 2 s while transfers run at full speed. Writes ``bench/results/monitoring.md``.
@@ -83,6 +84,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument(
         "--monitor-workers", type=int, default=1, help="`custodia worker` processes (SKIP LOCKED)"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="events per claimed batch (the setting)"
+    )
     args = parser.parse_args()
     with scratch_database("monitoring") as (url, var, env):
         import psycopg  # noqa: PLC0415
@@ -102,7 +106,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         worker_log = (var / "worker.log").open("wb")
         workers = [
             subprocess.Popen(
-                [CUSTODIA, "worker"], env=env, stdout=worker_log, stderr=subprocess.STDOUT
+                [CUSTODIA, "worker"],
+                env={**env, "CUSTODIA_OUTBOX_BATCH_SIZE": str(args.batch_size)},
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
             )
             for _ in range(args.monitor_workers)
         ]
@@ -157,7 +164,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         "",
         (
             f"PostgreSQL 15, {len(accounts):,} funded accounts, `custodia serve --workers 2` "
-            f"and {args.monitor_workers} `custodia worker` (every AML rule at its defaults), wrk at 8 "
+            f"and {args.monitor_workers} `custodia worker` (batches of {args.batch_size}; every AML rule at "
+            f"its defaults), wrk at 8 "
             f"connections for {args.duration} s, on {datetime.now(UTC):%Y-%m-%d}. The "
             f"server runs with autovacuum off: the bench runs ANALYZE on the monitoring "
             f"tables every 5 s in its place."
