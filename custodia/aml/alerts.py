@@ -22,10 +22,11 @@ States (issue 7 item 3)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, text, true, update
+from sqlalchemy import bindparam, func, select, text, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
@@ -201,6 +202,38 @@ def _unclosed(session: Session, customer_id: str, rule: str, pattern: str) -> _U
     return None if row is None else _Unclosed(*row)
 
 
+#: An unclosed alert's key: (customer, rule, pattern as stored).
+AlertKey = tuple[str, str, str]
+
+
+def unclosed_alerts(session: Session, keys: Iterable[AlertKey]) -> dict[AlertKey, _Unclosed]:
+    """Lock and return the unclosed alerts of these keys, in one query (the monitoring path).
+
+    The key of a finding is (customer, rule, pattern); the pattern is cut as stored. Pass
+    the result to :func:`raise_alert` as ``known``: one round trip for a run's findings,
+    not one per finding. The rows are locked in id order.
+    """
+    wanted = sorted({(customer, rule, pattern[:100]) for customer, rule, pattern in keys})
+    if not wanted:
+        return {}
+    alerts = table_of(AmlAlert)
+    rows = (
+        session.connection()
+        .execute(
+            select(alerts.c.customer_id, alerts.c.rule, alerts.c.pattern, alerts.c.id,
+                   alerts.c.case_id, alerts.c.score)
+            .where(
+                tuple_(alerts.c.customer_id, alerts.c.rule, alerts.c.pattern).in_(wanted),
+                alerts.c.status != "closed",
+            )
+            .order_by(alerts.c.id)
+            .with_for_update()
+        )
+        .all()
+    )  # fmt: skip
+    return {(row[0], row[1], row[2]): _Unclosed(row[3], row[4], row[5]) for row in rows}
+
+
 def _extend(
     session: Session,
     alert: _Unclosed,
@@ -249,6 +282,7 @@ def raise_alert(
     ids: IdGenerator,
     due: DuePolicy,
     rating: RatingFeedback | None = None,
+    known: dict[AlertKey, _Unclosed] | None = None,
 ) -> Raised:
     """Put a finding in the queue: a new alert, or the unclosed one of the same pattern.
 
@@ -257,8 +291,14 @@ def raise_alert(
     adds its transactions to the winner's alert. This is the monitoring worker's path, run
     for every finding: Core statements on the session's connection, no ORM objects. With
     ``rating``, the customer's risk rating follows the alert (K1, :mod:`custodia.aml.feedback`).
+    ``known``: the unclosed alerts already looked up and locked by :func:`unclosed_alerts`
+    (its answer for this finding's key stands, found or not).
     """
-    existing = _unclosed(session, customer_id, state.rule.key, finding.pattern)
+    existing = (
+        _unclosed(session, customer_id, state.rule.key, finding.pattern)
+        if known is None
+        else known.get((customer_id, state.rule.key, finding.pattern[:100]))
+    )
     if existing is not None:
         return _extend(session, existing, customer_id, state, finding, ctx=ctx, rating=rating)
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from custodia.accounts.models import PaymentTransaction
 from custodia.aml import config
-from custodia.aml.alerts import DuePolicy, Raised, raise_alert
+from custodia.aml.alerts import AlertKey, DuePolicy, Raised, raise_alert, unclosed_alerts
 from custodia.aml.feedback import RatingFeedback
 from custodia.aml.rules import Finding, Scope
 from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
@@ -194,6 +194,38 @@ def _ask(
     return _Side(movement, ctx, scope, enabled, asked)
 
 
+def _findings(
+    side: _Side, answers: dict[tuple[int, str], Any]
+) -> list[tuple[config.RuleState, Finding]]:
+    """Run every enabled rule on the side's figures; return what they found."""
+    found: list[tuple[config.RuleState, Finding]] = []
+    for n, state in enumerate(side.enabled):
+        figures = Figures({name: value for (i, name), value in answers.items() if i == n})
+        finding = state.rule.evaluate(side.movement, side.scope, state.params, figures)
+        if finding is not None:
+            found.append((state, finding))
+    return found
+
+
+def _raise(
+    session: Session,
+    side: _Side,
+    found: list[tuple[config.RuleState, Finding]],
+    *,
+    policy: MonitoringPolicy,
+    ids: IdGenerator,
+    known: dict[AlertKey, Any] | None = None,
+) -> list[Raised]:
+    """Raise or update the alerts of a side's findings."""
+    return [
+        raise_alert(
+            session, side.movement.customer_id, state, finding,
+            ctx=side.ctx, ids=ids, due=policy.due, rating=policy.rating, known=known,
+        )
+        for state, finding in found
+    ]  # fmt: skip
+
+
 def _conclude(
     session: Session,
     side: _Side,
@@ -203,19 +235,7 @@ def _conclude(
     ids: IdGenerator,
 ) -> list[Raised]:
     """Run every enabled rule on the side's figures; raise or update their alerts."""
-    raised: list[Raised] = []
-    movement, scope = side.movement, side.scope
-    for n, state in enumerate(side.enabled):
-        figures = Figures({name: value for (i, name), value in answers.items() if i == n})
-        finding: Finding | None = state.rule.evaluate(movement, scope, state.params, figures)
-        if finding is not None:
-            raised.append(
-                raise_alert(
-                    session, movement.customer_id, state, finding,
-                    ctx=side.ctx, ids=ids, due=policy.due, rating=policy.rating,
-                )
-            )  # fmt: skip
-    return raised
+    return _raise(session, side, _findings(side, answers), policy=policy, ids=ids)
 
 
 def observe(
@@ -325,8 +345,19 @@ def evaluate_transactions(
     # PostgreSQL) gives each side exactly what one-by-one evaluation would.
     for run in _runs(sides):
         answers = window.record_and_measure_all([(side.movement, side.asked) for side in run])
-        for side, answer in zip(run, answers, strict=True):
-            raised += _conclude(session, side, answer, policy=policy, ids=ids)
+        concluded = [_findings(side, answer) for side, answer in zip(run, answers, strict=True)]
+        # The run's unclosed alerts in one query: its customers are distinct, so no finding
+        # of the run changes what another one's key finds.
+        known = unclosed_alerts(
+            session,
+            [
+                (side.movement.customer_id, state.rule.key, finding.pattern)
+                for side, findings in zip(run, concluded, strict=True)
+                for state, finding in findings
+            ],
+        )
+        for side, findings in zip(run, concluded, strict=True):
+            raised += _raise(session, side, findings, policy=policy, ids=ids, known=known)
     return raised
 
 

@@ -354,3 +354,25 @@ def test_a_worker_waits_for_another_evaluating_the_same_customer(
     assert seen == {"payer_movements": 2}
     state = _state(runtime, payer)
     assert state["events"] == Counter({("done", 1): len(sent) + 1})
+
+
+def test_a_runs_unclosed_alerts_are_read_in_one_query(feed: Feed, runtime: Runtime) -> None:
+    """``unclosed_alerts``: the unclosed alert of each key asked, nothing for other keys."""
+    from custodia.aml.alerts import unclosed_alerts  # noqa: PLC0415
+
+    first, second, quiet = feed.customer(), feed.customer(), feed.customer()
+    [a] = feed.move(first, 500_000 * CNY, rule="large_value")
+    [b] = feed.move(second, 500_000 * CNY, rule="large_value")
+    pattern = {alert.customer_id: alert.pattern for alert in feed.alerts(rule="large_value")}
+    keys = [
+        (first, "large_value", pattern[first]),
+        (second, "large_value", pattern[second]),
+        (second, "velocity", pattern[second]),  # another rule: no alert
+        (quiet, "large_value", pattern[first]),  # another customer: no alert
+    ]
+    found = runtime.db.run(lambda s: unclosed_alerts(s, keys))
+    assert {key: alert.id for key, alert in found.items()} == {
+        keys[0]: a.alert_id,
+        keys[1]: b.alert_id,
+    }
+    assert runtime.db.run(lambda s: unclosed_alerts(s, [])) == {}
