@@ -18,7 +18,8 @@ transaction), in the same order and with the same refusals:
    call again), statuses (K2, K7, A3), a corporate transfer's purpose (B2), the payment
    lock and the key (K3), the limits (R5, R6, K4), the conditional debit and the journal
    (B1), the hold on a payee whose settlement is delayed (K2), the audit events, the
-   outbox event, the record and the completed idempotency key.
+   outbox event and the record; the idempotency key was claimed with the sealed response
+   in it (migration 0013).
 
 Anything else — other factors (a password or a one-time code need the credentials row
 first), a rolling limit year, SQLite — takes the general path. The test suite runs every
@@ -81,10 +82,6 @@ from custodia.ledger.errors import InsufficientFunds, LedgerAccountNotFound
 
 _CALL = "SELECT * FROM custodia_transfer(%s::jsonb)"
 _KEY = Sql("SELECT public_key FROM customer_signing_keys WHERE id = :id")
-_PARTY = Sql(
-    "SELECT a.customer_id, c.name_enc FROM payment_accounts a "
-    "JOIN customers c ON c.id = a.customer_id WHERE a.id = :id"
-)
 #: What a transfer needs that the caches may lack, in one read (not one per item): the key's
 #: public half and each account's customer and name blob (NULL for what does not exist).
 _PRIME = Sql(
@@ -103,28 +100,22 @@ _PARTY_ATTEMPTS = 3
 class Parties:
     """Each payment account's customer and that customer's name blob, cached per process.
 
-    The blob is the vault's ciphertext (``customers.name_enc``), never the name in clear.
-    An account's customer never changes; a name can (a correction, a key rotation), so the
+    Filled by :func:`prime`, which reads what a transfer needs and the caches lack. The
+    blob is the vault's ciphertext (``customers.name_enc``), never the name in clear. An
+    account's customer never changes; a name can (a correction, a key rotation), so the
     transfer function compares the blobs the record was sealed from with the rows it reads
     and refuses ``parties_changed`` if they differ; :func:`transfer` then forgets both
-    entries and reads again.
+    entries and reads again. An entry missing (an unknown account, or one evicted meanwhile)
+    is sealed as nobody's: the function refuses the unknown account, and an evicted one
+    comes back as ``parties_changed``.
     """
 
-    def __init__(self, fetch_one: FetchOne, *, size: int = 50_000) -> None:
-        self._fetch_one = fetch_one
+    def __init__(self, *, size: int = 50_000) -> None:
         self._known = Bounded[tuple[str, bytes | None]](size)
 
     def get(self, account_id: str) -> tuple[str, bytes | None] | None:
-        """Return (customer id, name blob) of an account; None for an unknown account."""
-        found = self._known.get(account_id)
-        if found is not None:
-            return found
-        row = self._fetch_one(_PARTY, {"id": account_id})
-        return None if row is None else self.put(account_id, row[0], row[1])
-
-    def cached(self, account_id: str) -> bool:
-        """Return whether the account's party is known without a read."""
-        return self._known.get(account_id) is not None
+        """Return (customer id, name blob) of an account if cached (no read)."""
+        return self._known.get(account_id)
 
     def put(self, account_id: str, customer_id: Any, name_enc: Any) -> tuple[str, bytes | None]:
         """Remember an account's customer and name blob as just read; return the entry."""
@@ -237,7 +228,6 @@ def transfer(
         "event_id": c.ids.new(IdPrefix.EVENT),
     }
     for _ in range(_PARTY_ATTEMPTS):
-        prime(db, cmd, factor.key_id, keys=keys, parties=parties)  # again after a change
         payer = _party(parties, cmd.from_account_id, c)
         payee = _party(parties, cmd.to_account_id, c)
         view, row = record_of(payer=payer[0], payee=payee[0], **fields)
@@ -265,6 +255,7 @@ def transfer(
             found = db.run_driver(call, one_statement=True)
         except _PartiesChanged:
             parties.forget(cmd.from_account_id, cmd.to_account_id)
+            prime(db, cmd, factor.key_id, keys=keys, parties=parties)
             continue
         replay_status, replay_body, replay_type = found[:3]
         if replay_status is not None:
@@ -285,8 +276,8 @@ def prime(
     """
     if (
         (key_id is None or keys.cached(key_id))
-        and parties.cached(cmd.from_account_id)
-        and parties.cached(cmd.to_account_id)
+        and parties.get(cmd.from_account_id) is not None
+        and parties.get(cmd.to_account_id) is not None
     ):
         return
     row = db.fetch_one(

@@ -147,7 +147,7 @@ class Runtime:
         }.items():
             self.consumers.register(event_type, f"accounts.{event_type}", consumer)
         self.device_keys = fastpath.DeviceKeys(self.db.fetch_one)
-        self.parties = fastpath.Parties(self.db.fetch_one)
+        self.parties = fastpath.Parties()
         self.known_keys = KnownKeys()
         self.rating_feedback = aml.RatingFeedback(
             vault=self.vault,

@@ -194,7 +194,7 @@ def test_a_process_that_knows_no_party_yet_reads_what_a_transfer_needs_once(
 
     # A process just started: empty caches.
     monkeypatch.setattr(runtime, "device_keys", fastpath.DeviceKeys(counted))
-    monkeypatch.setattr(runtime, "parties", fastpath.Parties(counted))
+    monkeypatch.setattr(runtime, "parties", fastpath.Parties())
     monkeypatch.setattr(runtime.db, "fetch_one", counted)
     assert payer.transfer(payee.account, 10).status_code == 201
     assert len(reads) == 1  # the key and both accounts' parties, in one statement
