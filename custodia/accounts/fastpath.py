@@ -272,7 +272,9 @@ def prime(
     A transfer between accounts this process has not seen yet (the common case right after
     a start, or with many more accounts than the caches hold) then costs one read before
     the call, not one per key and per account. What does not exist stays uncached: the
-    caches' own reads and the function then refuse it as before.
+    function refuses an unknown account, and an unknown key fails the signature check
+    (:meth:`DeviceKeys.get` reads a missing key once more itself, so that a key evicted
+    between this read and the check is never taken for a wrong signature).
     """
     if (
         (key_id is None or keys.cached(key_id))
