@@ -142,24 +142,39 @@ def test_deadlock_victim_is_retried(committing_db: Database, engine: Engine, run
     assert _retries(metrics, "deadlock") == 1
 
 
-@pytest.mark.postgres_only
-def test_a_driver_unit_that_raises_leaves_nothing(committing_db: Database, engine: Engine) -> None:
-    """An exception inside run_driver rolls its transaction back and reaches the caller."""
+def test_a_driver_unit_commits_or_if_it_raises_leaves_nothing(
+    committing_db: Database, engine: Engine
+) -> None:
+    """run_driver commits what its work did; an exception rolls it back and reaches the caller.
+
+    On SQLite the work runs on the ``sqlite3`` connection in a ``BEGIN IMMEDIATE``
+    transaction, on PostgreSQL on psycopg's.
+    """
     db = Database(engine)
     event_id = _event(db)
+    mark = "%s" if db.backend == "postgresql" else "?"
+    update = f"UPDATE outbox_events SET attempts = {mark} WHERE id = {mark}"
 
     def work(conn: Any) -> None:
-        conn.execute("UPDATE outbox_events SET attempts = 99 WHERE id = %s", (event_id,))
+        conn.execute(update, (99, event_id))
         raise LookupError("refused")
 
     with pytest.raises(LookupError):
         db.run_driver(work)
     assert _attempts_of(db, event_id) == 0
+    db.run_driver(lambda conn: conn.execute(update, (3, event_id)))
+    assert _attempts_of(db, event_id) == 3
 
 
 @pytest.mark.sqlite_only
-def test_busy_sqlite_is_retried_until_the_lock_is_released(tmp_path: Path, engine: Engine) -> None:
-    """A unit that finds the SQLite file locked past its busy timeout backs off and retries."""
+@pytest.mark.parametrize("runner", ["run", "run_driver"])
+def test_busy_sqlite_is_retried_until_the_lock_is_released(
+    tmp_path: Path, engine: Engine, runner: str
+) -> None:
+    """A unit that finds the SQLite file locked past its busy timeout backs off and retries.
+
+    ``run_driver`` is the transfer fast path's unit on SQLite (the ``sqlite3`` connection).
+    """
     settings = make_settings(tmp_path, str(engine.url), sqlite_busy_timeout_ms=20)
     metrics = Metrics()
     busy_engine = create_db_engine(settings.resolved_database_url, settings)
@@ -168,6 +183,7 @@ def test_busy_sqlite_is_retried_until_the_lock_is_released(tmp_path: Path, engin
         observer=metrics,
         retry=RetryPolicy(attempts=30, base_delay_s=0.02, max_delay_s=0.05),
     )
+    bumped = _event(db) if runner == "run_driver" else None  # before the file is locked
     holder = sqlite3.connect(
         str(engine.url.database), isolation_level=None, check_same_thread=False
     )
@@ -182,13 +198,21 @@ def test_busy_sqlite_is_retried_until_the_lock_is_released(tmp_path: Path, engin
     releaser = threading.Thread(target=release_later)
     releaser.start()
     try:
-        event_id = _event(db)
+        if bumped is None:
+            event_id = _event(db)
+        else:
+            event_id = bumped
+            db.run_driver(
+                lambda c: c.execute("UPDATE outbox_events SET attempts = 7 WHERE id = ?", (bumped,))
+            )
     finally:
         releaser.join()
         holder.close()
     assert released.is_set()
     assert _retries(metrics, "sqlite_busy") >= 1
     assert db.run(lambda s: s.get(OutboxEvent, event_id)) is not None
+    if bumped is not None:
+        assert _attempts_of(db, bumped) == 7
     db.run(lambda s: s.execute(text("DELETE FROM outbox_events WHERE id = :id"), {"id": event_id}))
     busy_engine.dispose()
 
