@@ -445,8 +445,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             ),
             "",
             (
-                "Embedded SQLite (`sqlite:///…`, same server, general path, "
-                f"{SQLITE_ACCOUNTS} accounts): "
+                "Embedded SQLite (`sqlite:///…`, one server worker: SQLite has one writer; the "
+                f"one-call path's steps on the driver, {SQLITE_ACCOUNTS} accounts): "
                 + "; ".join(
                     f"{c} connection{'s' if c > 1 else ''} **{cell['ok_per_s']:,.0f} transfers/s** "
                     f"(p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx "

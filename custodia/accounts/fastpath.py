@@ -1,10 +1,12 @@
-"""Transfers on PostgreSQL in one statement: ``custodia_transfer`` (migrations 0008–0013).
+"""Transfers in one call: PostgreSQL's ``custodia_transfer`` (0008–0013), its steps on SQLite.
 
 The general path (:func:`custodia.accounts.movements.transfer`) sends ten statements per
 transfer through the ORM; a transfer authorised by device signatures alone — the common
 case for an app, and the one the benchmark drives — does its checks and writes in one
 server-side function instead, as one autocommit statement (one round trip, one
-transaction), in the same order and with the same refusals:
+transaction), in the same order and with the same refusals. SQLite has no server-side
+functions: there the same steps run as plain statements on the ``sqlite3`` connection in
+one write transaction (:mod:`custodia.accounts.fastpath_sqlite`), without the ORM.
 
 1. here: the amount and the two accounts (as the general path), the device signature over
    the API.md signing string, verified with the key's public half (cached per process: a
@@ -22,7 +24,7 @@ transaction), in the same order and with the same refusals:
    in it (migration 0013).
 
 Anything else — other factors (a password or a one-time code need the credentials row
-first), a rolling limit year, SQLite — takes the general path. The test suite runs every
+first), a rolling limit year — takes the general path. The test suite runs every
 transfer scenario through whichever path applies, and ``tests/accounts/test_fastpath.py``
 compares the two paths' outcomes directly.
 """
@@ -41,7 +43,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from custodia import kyc
-from custodia.accounts import limits
+from custodia.accounts import fastpath_sqlite, limits
 from custodia.accounts.errors import (
     AccountFrozen,
     AccountNotActive,
@@ -66,7 +68,7 @@ from custodia.accounts.movements import (
 from custodia.core import audit
 from custodia.core.actors import ActorKind, Context
 from custodia.core.bounded import Bounded
-from custodia.core.db import Backend, Database, FetchOne, Sql
+from custodia.core.db import Database, FetchOne, Sql
 from custodia.core.errors import (
     DomainError,
     FieldProblem,
@@ -173,11 +175,10 @@ class DeviceKeys:
         return True
 
 
-def eligible(backend: Backend, auth: Authorisation, policy: limits.LimitPolicy) -> bool:
+def eligible(auth: Authorisation, policy: limits.LimitPolicy) -> bool:
     """Return whether a transfer can take the one-call path (see the module docstring)."""
     return (
-        backend == "postgresql"
-        and bool(auth.factors)
+        bool(auth.factors)
         and all(f.type == "signature" for f in auth.factors)
         and policy.year_window == "calendar_year"
     )
@@ -240,19 +241,14 @@ def transfer(
                 "payer_name_enc": payer[1],
                 "payee_customer_id": payee[0].customer_id,
                 "payee_name_enc": payee[1],
-                "record": {k: _json_value(v) for k, v in row.items()},
+                "record": row,
                 "response_status": 201,
-                "response_body": _b64(store.sealed(request, body)),
+                "response_body": store.sealed(request, body),
                 "response_content_type": "application/json",
             }
         )
-        encoded = msgspec.json.encode(payload).decode()
-
-        def call(conn: Any, encoded: str = encoded) -> tuple[Any, ...]:
-            return _call(conn, encoded, now=ctx.now)
-
         try:
-            found = db.run_driver(call, one_statement=True)
+            found = _run(db, payload, now=ctx.now)
         except _PartiesChanged:
             parties.forget(cmd.from_account_id, cmd.to_account_id)
             prime(db, cmd, factor.key_id, keys=keys, parties=parties)
@@ -296,14 +292,39 @@ def prime(
         parties.put(cmd.to_account_id, payee, payee_name)
 
 
-def _party(parties: Parties, account_id: str, c: Collaborators) -> tuple[Party, str | None]:
-    """Return an account's party (name in clear, in memory) and its blob as sent (base64)."""
+def _party(parties: Parties, account_id: str, c: Collaborators) -> tuple[Party, bytes | None]:
+    """Return an account's party (name in clear, in memory) and its name blob."""
     known = parties.get(account_id)
     if known is None:  # the function refuses the unknown account
         return Party(None, None, account_id), None
     customer_id, blob = known
     name = decrypt_field(c.vault, "customers", customer_id, blob, "name_enc") or ""
-    return Party(customer_id, name, account_id), None if blob is None else _b64(blob)
+    return Party(customer_id, name, account_id), blob
+
+
+def _run(db: Database, payload: dict[str, Any], *, now: datetime) -> tuple[Any, ...]:
+    """Run the transfer function on the database's backend; raise its refusals as errors."""
+    if db.backend == "sqlite":
+
+        def steps(conn: Any) -> tuple[Any, ...]:
+            try:
+                return fastpath_sqlite.transfer(conn, payload)
+            except fastpath_sqlite.Refused as refused:
+                raise _refused(refused.code, refused.detail, now=now) from None
+
+        return db.run_driver(steps)
+    blobs = ("payer_name_enc", "payee_name_enc", "response_body")
+    encoded = msgspec.json.encode(
+        payload
+        | {k: None if payload[k] is None else _b64(payload[k]) for k in blobs}
+        | {"record": {k: _json_value(v) for k, v in payload["record"].items()}}
+    ).decode()
+    return db.run_driver(lambda conn: _call(conn, encoded, now=now), one_statement=True)
+
+
+def _refused(code: str, detail: dict[str, Any], *, now: datetime) -> Exception:
+    """Return what the function's refusal ``code`` raises here (``parties_changed``: retry)."""
+    return _PartiesChanged() if code == "parties_changed" else refusal(code, detail, now=now)
 
 
 def _b64(blob: bytes) -> str:
@@ -378,11 +399,8 @@ def _call(conn: Any, payload: str, *, now: datetime) -> tuple[Any, ...]:
         message = exc.diag.message_primary or ""
         if not message.startswith("custodia:"):
             raise
-        code = message.removeprefix("custodia:")
-        if code == "parties_changed":
-            raise _PartiesChanged from None
         detail = json.loads(exc.diag.message_detail or "{}")
-        raise refusal(code, detail, now=now) from None
+        raise _refused(message.removeprefix("custodia:"), detail, now=now) from None
     except psycopg.errors.LockNotAvailable:
         raise IdempotencyKeyInFlight from None
     assert row is not None  # noqa: S101 - the function returns one row

@@ -1006,7 +1006,7 @@ class MoneyController(Controller):
             data.from_account_id, data.to_account_id, data.amount, data.purpose
         )
 
-        if fastpath.eligible(runtime.db.backend, auth, runtime.money.limits):
+        if fastpath.eligible(auth, runtime.money.limits):
             return _transfer_in_one_call(request, runtime, data, cmd, auth)
         confirmed(runtime, request)  # the general path does not check the key again
 

@@ -1,24 +1,23 @@
-"""The one-call transfer path on PostgreSQL answers exactly as the general path does.
+"""The one-call transfer path answers exactly as the general path does, on both backends.
 
-Every transfer test of the suite already runs through whichever path applies (on
-PostgreSQL a signature-only transfer takes the one-call path); this module plays one
-script of successes and refusals through *both* paths and compares what the caller gets
-and what the database holds afterwards.
+Every transfer test of the suite already runs through whichever path applies (a
+signature-only transfer takes the one-call path: PostgreSQL's function, or its steps on
+the SQLite driver); this module plays one script of successes and refusals through *both*
+paths and compares what the caller gets and what the database holds afterwards.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from custodia.accounts import fastpath
 from custodia.api.runtime import Runtime
 from custodia.core.clock import ManualClock
 from tests.accounts.conftest import Client, onboard
-
-pytestmark = pytest.mark.postgres_only
 
 #: Fields of a problem that name no id (ids differ between the two runs).
 _PROBLEM_FIELDS = ("code", "available", "requested", "rule", "limit", "used", "period", "status")
@@ -41,11 +40,26 @@ def _shape(response: Any) -> tuple[Any, ...]:
 
 
 def _sql(runtime: Runtime, statement: str, **params: Any) -> list[Any]:
+    """Run ``statement``; a list parameter is expanded (``IN :a``) on either backend."""
+    query = text(statement).bindparams(
+        *(bindparam(name, expanding=True) for name, v in params.items() if isinstance(v, list))
+    )
+
     def run(session: Any) -> list[Any]:
-        result = session.execute(text(statement), params)
+        result = session.execute(query, params)
         return [tuple(row) for row in result] if result.returns_rows else []
 
     return runtime.db.run(run)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value as Python data (PostgreSQL's driver decodes it, SQLite's not)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _year(value: Any) -> int:
+    """An instant's year (a datetime on PostgreSQL, naive UTC text on SQLite)."""
+    return value.year if hasattr(value, "year") else int(value[:4])
 
 
 def _delayed_settlement(
@@ -65,15 +79,18 @@ def _delayed_settlement(
     seen.append(_shape(sender.transfer(delayed.account, 400)))
     seen.append(_shape(delayed.transfer(sender.account, 301)))  # only its own 300 is free
     seen.append(_shape(delayed.transfer(sender.account, 300)))
-    holds = _sql(
+    found = _sql(
         runtime,
-        "SELECT h.amount, h.status, h.reference = 'aml:' || :m, h.expires_at > now() + "
-        "interval '100 years', h.id = 'hld_' || substr(t.id, 5) FROM ledger_holds h "
+        "SELECT h.amount, h.status, h.reference, h.expires_at, h.id, t.id FROM ledger_holds h "
         "JOIN payment_transactions t ON t.credit_account = h.account_id "
-        "AND t.type = 'transfer' WHERE h.account_id = :a",
+        "AND t.type = 'transfer' WHERE h.account_id = :a ORDER BY h.amount",
         a=delayed.account,
-        m=measure.json()["id"],
     )
+    holds = [
+        (amount, status, reference == f"aml:{measure.json()['id']}", _year(expires) == 9999,
+         hold == f"hld_{txn[4:]}")
+        for amount, status, reference, expires, hold, txn in found
+    ]  # fmt: skip
     assert holds and all(h[2] and h[3] and h[4] for h in holds)  # its measure, its credit
     seen.append(holds)
     return delayed.account, sender.account
@@ -136,33 +153,35 @@ def _script(
         big.transfer(payee.account, 10, factors=[forged])
     seen.append(_shape(big.transfer(payee.account, 10)))
     revoked = onboard(client, app, clock, funds=1_000)
-    _sql(runtime, "UPDATE customer_signing_keys SET revoked_at = now() WHERE id = :k",
-         k=revoked.key_id)  # fmt: skip
+    _sql(runtime, "UPDATE customer_signing_keys SET revoked_at = :t WHERE id = :k",
+         t=clock.now(), k=revoked.key_id)  # fmt: skip
     seen.append(_shape(revoked.transfer(payee.account, 10)))
     # What the books hold: balances, limits used, audit and outbox events, the records.
     accounts = [
         payer.account, payee.account, big.account, company.account, stranger.account,
         *_delayed_settlement(client, runtime, clock, apps=apps, seen=seen),
     ]  # fmt: skip
-    seen.append(
-        _sql(
-            runtime,
-            "SELECT array_position(CAST(:a AS text[]), id), balance, held FROM ledger_accounts "
-            "WHERE id = ANY(CAST(:a AS text[])) ORDER BY 1",
-            a=accounts,
-        )
+    return seen + _books(runtime, accounts, payer.account)
+
+
+def _books(runtime: Runtime, accounts: list[str], payer: str) -> list[Any]:
+    """What the database holds for ``accounts`` (ids left out: they differ between runs)."""
+    seen: list[Any] = []
+    balances = _sql(
+        runtime, "SELECT id, balance, held FROM ledger_accounts WHERE id IN :a", a=accounts
     )
+    seen.append(sorted((accounts.index(i), balance, held) for i, balance, held in balances))
     seen.append(
         _sql(
             runtime,
             "SELECT rule, used FROM limit_usage u JOIN payment_accounts a "
-            "ON a.customer_id = u.customer_id WHERE a.id = ANY(CAST(:a AS text[])) "
+            "ON a.customer_id = u.customer_id WHERE a.id IN :a "
             "ORDER BY a.id = :p DESC, rule, used",
             a=accounts,
-            p=payer.account,
+            p=payer,
         )
     )
-    mine = "SELECT id FROM payment_transactions WHERE debit_account = ANY(CAST(:a AS text[]))"
+    mine = "SELECT id FROM payment_transactions WHERE debit_account IN :a"
     seen.append(
         _sql(
             runtime,
@@ -171,27 +190,26 @@ def _script(
             a=accounts,
         )
     )
-    seen.append(
-        _sql(
+    ids = {row[0] for row in _sql(runtime, mine, a=accounts)}
+    events = [
+        {k: v for k, v in _json(payload).items() if k != "transaction_id"}
+        for (payload,) in _sql(
             runtime,
-            "SELECT payload - 'transaction_id' FROM outbox_events "
-            "WHERE event_type = 'accounts.transaction_posted' "
-            f"AND payload->>'transaction_id' IN ({mine}) ORDER BY 1",
-            a=accounts,
+            "SELECT payload FROM outbox_events WHERE event_type = 'accounts.transaction_posted'",
         )
+        if _json(payload)["transaction_id"] in ids
+    ]
+    seen.append(sorted(events, key=lambda e: json.dumps(e, sort_keys=True)))
+    records = _sql(
+        runtime,
+        "SELECT t.type, t.amount, t.channel, t.terminal_type, t.authentication, "
+        "t.purpose, t.payer_name_enc IS NOT NULL, t.payee_name_enc IS NOT NULL, "
+        "e.amount, e.debit_account = t.debit_account "
+        "FROM payment_transactions t JOIN ledger_entries e ON e.transaction_id = t.id "
+        "WHERE t.type = 'transfer' AND t.debit_account IN :a ORDER BY t.amount",
+        a=accounts,
     )
-    seen.append(
-        _sql(
-            runtime,
-            "SELECT t.type, t.amount, t.channel, t.terminal_type, t.authentication->'factors', "
-            "t.purpose, t.payer_name_enc IS NOT NULL, t.payee_name_enc IS NOT NULL, "
-            "e.amount, e.debit_account = t.debit_account "
-            "FROM payment_transactions t JOIN ledger_entries e ON e.transaction_id = t.id "
-            "WHERE t.type = 'transfer' AND t.debit_account = ANY(CAST(:a AS text[])) "
-            "ORDER BY t.amount",
-            a=accounts,
-        )
-    )
+    seen.append([(*r[:4], _json(r[4])["factors"], r[5], *map(bool, r[6:])) for r in records])
     return seen
 
 

@@ -36,11 +36,11 @@ def _client_id(app: dict[str, str]) -> str:
 
 @pytest.fixture(params=["as_routed", "general"])
 def path(request: pytest.FixtureRequest, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which transfer path runs: the one-call path on PostgreSQL, else the general one."""
+    """Which transfer path runs: the one-call path (as a signature-only transfer is routed)."""
     if request.param == "general":
         monkeypatch.setattr(fastpath, "eligible", lambda *_: False)
         return "general"
-    return "one_call" if runtime.db.backend == "postgresql" else "general"
+    return "one_call"
 
 
 def test_a_known_key_skips_the_lookup_but_a_revoked_one_is_refused_at_once(
@@ -94,7 +94,6 @@ def test_a_wrong_secret_for_a_known_client_is_not_taken_from_the_cache(
     assert refused.status_code == 401, refused.text
 
 
-@pytest.mark.postgres_only
 def test_a_renamed_customer_is_named_anew_in_the_next_record(
     client: Client,
     runtime: Runtime,
@@ -172,7 +171,32 @@ def test_the_function_refuses_a_record_sealed_from_other_names(
     assert _one(runtime, "SELECT count(*) FROM idempotency_keys WHERE scope = 's'")[0] == 0
 
 
-@pytest.mark.postgres_only
+@pytest.mark.sqlite_only
+def test_the_sqlite_steps_refuse_a_record_sealed_from_other_names(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str]
+) -> None:
+    """The same on SQLite: the refused steps leave nothing, not even the claimed key."""
+    from custodia.accounts import fastpath_sqlite  # noqa: PLC0415
+
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+    payload = {
+        "now": clock.now().isoformat(), "scope": "s", "key": "k", "fingerprint": "f",
+        "expires_at": clock.now().isoformat(), "from_account_id": payer.account,
+        "to_account_id": payee.account, "amount": 1, "client_id": None, "visible_to": None,
+        "payer_customer_id": payer.id, "payee_customer_id": payee.id,
+        "payer_name_enc": b"other", "payee_name_enc": b"other", "response_status": 201,
+        "response_body": b"{}", "response_content_type": "application/json",
+    }  # fmt: skip
+    with pytest.raises(fastpath_sqlite.Refused, match="parties_changed"):
+        runtime.db.run_driver(lambda conn: fastpath_sqlite.transfer(conn, payload))
+    assert _one(runtime, "SELECT count(*) FROM idempotency_keys WHERE scope = 's'")[0] == 0
+    assert (
+        _one(runtime, "SELECT balance FROM ledger_accounts WHERE id = :a", a=payer.account)[0]
+        == 1_000
+    )
+
+
 def test_a_process_that_knows_no_party_yet_reads_what_a_transfer_needs_once(
     client: Client,
     runtime: Runtime,
