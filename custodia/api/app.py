@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,6 +67,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             else await anyio.to_thread.run_sync(Runtime.build, settings)
         )
         app.state.runtime = live
+        if owned:
+            # What startup built (modules, the app, the ORM's metadata, the runtime) lives as
+            # long as the process: out of the cyclic collector's way, a full collection
+            # walks only what requests create (measured: it paused every request of a
+            # SQLite server for ~150 ms now and then, p99 at one connection 150 → 13 ms).
+            gc.collect()
+            gc.freeze()
         stop = threading.Event()
         thread: threading.Thread | None = None
         if owned and settings.run_inprocess_workers:
@@ -78,6 +86,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             env=settings.env.value,
             database=live.db.backend,
             inprocess_worker=thread is not None,
+            frozen_objects=gc.get_freeze_count(),
         )
         try:
             yield
