@@ -12,6 +12,7 @@ import itertools
 import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -24,18 +25,24 @@ from hypothesis.stateful import (
 )
 
 from custodia import ledger
-from custodia.accounts import movements
+from custodia.accounts import fastpath, movements
 from custodia.api.runtime import Runtime
 from custodia.core.actors import Actor, ActorKind, Context, Role
 from custodia.core.clock import ManualClock
 from custodia.core.factors import Factor
+from custodia.core.idempotency import IdempotentRequest
 from tests.accounts.conftest import Client, Customer, make_merchant, onboard
 
 
+@pytest.mark.parametrize("path", ["general", "one_call"])
 def test_two_hundred_concurrent_transfers_of_one_yuan_from_a_hundred(
-    committing_runtime: Runtime,
+    committing_runtime: Runtime, path: str
 ) -> None:
-    """Exactly 100 succeed, the rest are ``insufficient_funds``, the balance ends at 0."""
+    """Exactly 100 succeed, the rest are ``insufficient_funds``, the balance ends at 0.
+
+    Through the general path (password and signature) and the one-call path (a signature
+    alone: PostgreSQL's function, or its steps on the SQLite driver).
+    """
     runtime = committing_runtime
     clock = runtime.clock
     assert isinstance(clock, ManualClock)
@@ -44,32 +51,33 @@ def test_two_hundred_concurrent_transfers_of_one_yuan_from_a_hundred(
     from custodia.api.app import create_app  # noqa: PLC0415
     from tests.factories import bearer, make_client  # noqa: PLC0415
 
-    app = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    made = make_client(runtime, Role.ONBOARDING_APP)
+    app = bearer(made.key)
     with TestClient(create_app(runtime.settings, runtime=runtime)) as client:
         payer = onboard(client, app, clock, account_class="III", funds=100 * 100)
         payee = onboard(client, app, clock)
-    ctx_actor = Actor(ActorKind.CLIENT, "cli_app", Role.ONBOARDING_APP)
+    ctx_actor = Actor(ActorKind.CLIENT, made.id, Role.ONBOARDING_APP)
     outcomes: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(200, timeout=60)
 
     def transfer(n: int) -> None:
         key = f"concurrent-{n}"
-        auth = movements.Authorisation(
-            factors=(
-                Factor("password", value=payer.pin),
-                Factor(**payer.signature("transfer", key, payee.account, 100)),
-            ),
-            idempotency_key=key,
-        )
+        signature = Factor(**payer.signature("transfer", key, payee.account, 100))
+        password = () if path == "one_call" else (Factor("password", value=payer.pin),)
+        auth = movements.Authorisation(factors=(*password, signature), idempotency_key=key)
         cmd = movements.Transfer(payer.account, payee.account, 100)
+        ctx = Context(ctx_actor, clock.now(), key)
         barrier.wait()
         try:
-            runtime.db.run(
-                lambda s: movements.transfer(
-                    s, cmd, auth, ctx=Context(ctx_actor, clock.now(), key), c=runtime.money
-                )
-            )
+            if path == "one_call":
+                fastpath.transfer(
+                    runtime.db, cmd, auth, IdempotentRequest("concurrent", key, key), ctx=ctx,
+                    c=runtime.money, keys=runtime.device_keys, parties=runtime.parties,
+                    store=runtime.idempotency, render=lambda view: view.id.encode(),
+                )  # fmt: skip
+            else:
+                runtime.db.run(lambda s: movements.transfer(s, cmd, auth, ctx=ctx, c=runtime.money))
             outcome = "ok"
         except Exception as exc:  # noqa: BLE001 - counted for the assertion
             outcome = getattr(exc, "code", repr(exc))
