@@ -9,14 +9,16 @@ paths and compares what the caller gets and what the database holds afterwards.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, text, update
 
 from custodia.accounts import fastpath
 from custodia.api.runtime import Runtime
 from custodia.core.clock import ManualClock
+from custodia.core.models import IdempotencyRecord
 from tests.accounts.conftest import Client, onboard
 
 #: Fields of a problem that name no id (ids differ between the two runs).
@@ -96,6 +98,28 @@ def _delayed_settlement(
     return delayed.account, sender.account
 
 
+def _expired_key(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str], *, payee: str,
+    seen: list[Any],
+) -> str:  # fmt: skip
+    """A key whose stored response expired is taken again: a new transfer, not a replay."""
+    again = onboard(client, app, clock, funds=1_000)
+    key = again.key()
+    seen.append(_shape(again.transfer(payee, 10, key=key)))
+    runtime.db.run(
+        lambda s: s.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == key)
+            .values(expires_at=clock.now() - timedelta(seconds=1))
+        )
+    )  # its day passed (the clock stays: the officer's session must not expire)
+    retaken = again.transfer(payee, 20, key=key)
+    assert retaken.status_code == 201, retaken.text
+    assert (retaken.json()["amount"], retaken.headers.get("idempotent-replayed")) == (20, None)
+    seen.append(_shape(retaken))
+    return again.account
+
+
 def _script(
     client: Client, runtime: Runtime, clock: ManualClock, apps: dict[str, dict[str, str]]
 ) -> list[Any]:
@@ -156,9 +180,11 @@ def _script(
     _sql(runtime, "UPDATE customer_signing_keys SET revoked_at = :t WHERE id = :k",
          t=clock.now(), k=revoked.key_id)  # fmt: skip
     seen.append(_shape(revoked.transfer(payee.account, 10)))
+    again = _expired_key(client, runtime, clock, app, payee=payee.account, seen=seen)
     # What the books hold: balances, limits used, audit and outbox events, the records.
     accounts = [
         payer.account, payee.account, big.account, company.account, stranger.account,
+        again,
         *_delayed_settlement(client, runtime, clock, apps=apps, seen=seen),
     ]  # fmt: skip
     return seen + _books(runtime, accounts, payer.account)
