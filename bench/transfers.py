@@ -288,8 +288,8 @@ SQLITE_ACCOUNTS = 400
 
 def _sqlite_cells(
     env: dict[str, str], var: Path, script: Path, duration: int
-) -> dict[int, dict[str, float]]:
-    """Serve an embedded SQLite database the same way and drive transfers at 1 and 8."""
+) -> dict[tuple[int, int], dict[str, float]]:
+    """Serve an embedded SQLite database with 1 and 2 workers; drive transfers at 1 and 8."""
     import sqlite3  # noqa: PLC0415
 
     from bench.common import CUSTODIA, run  # noqa: PLC0415
@@ -303,16 +303,21 @@ def _sqlite_cells(
         accounts = pool.map(_load, [(lite, 0, SQLITE_ACCOUNTS)])[0]
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE customers SET created_by = ?", (key["id"],))
-    cells: dict[int, dict[str, float]] = {}
-    with serving(lite, var / "sqlite" / "server.log", workers=1) as (base, _):
-        for conns in (1, 8):
-            batch = var / "sqlite" / f"c{conns}.tsv"
-            _requests(batch, accounts, 30_000, f"lite{conns}", conns)
-            cells[conns] = wrk(base, script, conns, duration, headers={}, env={
-                "CUSTODIA_BENCH_REQUESTS": str(batch),
-                "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
-            })  # fmt: skip
-            print(f"sqlite c={conns}: {cells[conns]['ok_per_s']:.0f} transfers/s", flush=True)
+    cells: dict[tuple[int, int], dict[str, float]] = {}
+    for workers in (1, 2):
+        with serving(lite, var / "sqlite" / "server.log", workers=workers) as (base, _):
+            for conns in (1, 8):
+                batch = var / "sqlite" / f"w{workers}c{conns}.tsv"
+                _requests(batch, accounts, 30_000, f"lite{workers}{conns}", workers * 10 + conns)
+                cell = wrk(base, script, conns, duration, headers={}, env={
+                    "CUSTODIA_BENCH_REQUESTS": str(batch),
+                    "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+                })  # fmt: skip
+                cells[workers, conns] = cell
+                print(
+                    f"sqlite {workers} worker(s) c={conns}: {cell['ok_per_s']:.0f} transfers/s",
+                    flush=True,
+                )
     return cells
 
 
@@ -445,13 +450,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             ),
             "",
             (
-                "Embedded SQLite (`sqlite:///…`, one server worker: SQLite has one writer; the "
-                f"one-call path's steps on the driver, {SQLITE_ACCOUNTS} accounts): "
+                "Embedded SQLite (`sqlite:///…`, the one-call path's steps on the driver, "
+                f"{SQLITE_ACCOUNTS} accounts; writers take turns on a lock file): "
                 + "; ".join(
-                    f"{c} connection{'s' if c > 1 else ''} **{cell['ok_per_s']:,.0f} transfers/s** "
-                    f"(p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx "
-                    f"{cell['errors']:.0f})"
-                    for c, cell in sqlite.items()
+                    f"{w} worker{'s' if w > 1 else ''}, {c} connection{'s' if c > 1 else ''} "
+                    f"**{cell['ok_per_s']:,.0f} transfers/s** (p50 {cell['p50']:.1f} ms, "
+                    f"p99 {cell['p99']:.1f} ms, non-2xx {cell['errors']:.0f})"
+                    for (w, c), cell in sqlite.items()
                 )
                 + "."
             ),

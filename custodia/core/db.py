@@ -23,13 +23,15 @@ PostgreSQL. That costs a fifth of the client CPU of the same read through the OR
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -313,9 +315,13 @@ class Database:
             )
             self._reader = sessionmaker(bind=reader_engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a writer that finds the file locked polls
-        # (sleeping 1, 2, 5 … ms): this process's writers queue on a lock instead, in order.
+        # (sleeping 1, 2, 5 … ms): writers queue on a lock instead (see _SqliteWriters).
         self._queue_writers = self.backend == "sqlite" and bind is None
-        self._writers = threading.RLock()
+        self._writers: AbstractContextManager[Any] = (
+            _SqliteWriters(Path(f"{engine.url.database}.writers"))
+            if self._queue_writers
+            else nullcontext()
+        )
         self._autocommit = engine.execution_options(
             isolation_level="AUTOCOMMIT" if self.backend == "postgresql" else "SERIALIZABLE",
             **({_BEGIN_OPTION: "DEFERRED"} if self.backend == "sqlite" else {}),
@@ -364,7 +370,7 @@ class Database:
         while True:
             try:
                 with (
-                    self._writers if self._queue_writers and not read_only else nullcontext(),
+                    self._writers if not read_only else nullcontext(),
                     self.unit_of_work(read_only=read_only, isolation=isolation) as uow,
                 ):
                     result = work(uow.session)
@@ -489,7 +495,7 @@ class Database:
         attempt = 1
         while True:
             try:
-                with self._writers if self._queue_writers else nullcontext():
+                with self._writers:
                     if self._bind is not None:
                         return _in_savepoint(self._bind.connection.driver_connection, work)
                     fairy = self.engine.raw_connection()
@@ -591,6 +597,52 @@ def describe_url(url: str) -> str:
         return parse_database_url(url).render_as_string(hide_password=True)
     except ConfigError:
         return "<invalid url>"
+
+
+class _SqliteWriters:
+    """SQLite's writers queued: this process's threads on a lock, processes on a lock file.
+
+    SQLite lets one writer in at a time, and a writer that finds the file locked polls it,
+    sleeping 1, 2, 5 … up to 100 ms between tries: under load a writer may sleep long after
+    the file is free. Here a writer first takes this process's lock, then an exclusive
+    ``flock`` on ``<database>.writers``, which the kernel hands to the next waiting process
+    as soon as it is released: no polling, and two server processes can prepare their
+    requests on two cores while their writes take turns. Re-entrant within a thread. A
+    writer that does not know the file (a ``sqlite3`` shell) still meets SQLite's own lock
+    and busy timeout: correctness never depends on this queue.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.RLock()
+        self._depth = 0  # changed only by the thread holding _local
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._local.acquire()
+        try:
+            if self._depth == 0:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._local.release()
+            raise
+        self._depth += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+    def _file(self) -> int:
+        """Return this process's descriptor of the lock file (a forked child opens its own)."""
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
 
 
 def _in_transaction(driver: Any, work: Callable[[sqlite3.Connection], T]) -> T:

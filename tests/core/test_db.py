@@ -217,6 +217,48 @@ def test_busy_sqlite_is_retried_until_the_lock_is_released(
     busy_engine.dispose()
 
 
+def _write_in_turns(url: str, var: str, event_id: str, rounds: int) -> None:
+    """In its own process: bump the event ``rounds`` times, each write holding the file 5 ms.
+
+    A busy timeout of 1 ms and no retry: a writer that had to poll for the file fails.
+    """
+    settings = make_settings(Path(var), url, sqlite_busy_timeout_ms=1)
+    db = Database(
+        create_db_engine(settings.resolved_database_url, settings),
+        retry=RetryPolicy(attempts=1),
+    )
+
+    def bump(session: Session) -> None:
+        session.execute(
+            text("UPDATE outbox_events SET attempts = attempts + 1 WHERE id = :id"),
+            {"id": event_id},
+        )
+        time.sleep(0.005)
+
+    for _ in range(rounds):
+        db.run(bump)
+    db.engine.dispose()
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_writers_of_several_processes_queue_instead_of_polling(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """Two processes writing at once take turns on the lock file: none meets a busy file."""
+    import multiprocessing  # noqa: PLC0415
+
+    db = Database(engine)
+    event_id = _event(db)
+    rounds = 40
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(2) as pool:
+        pool.starmap(
+            _write_in_turns, [(str(engine.url), str(tmp_path), event_id, rounds)] * 2
+        )  # raises here if either process met "database is locked"
+    assert _attempts_of(db, event_id) == 2 * rounds
+    assert Path(f"{engine.url.database}.writers").exists()
+
+
 def test_retries_are_bounded_and_the_last_error_propagates(db: Database) -> None:
     """A unit that always loses the race gives up after the policy's attempts."""
     metrics = Metrics()
