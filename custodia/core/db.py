@@ -377,14 +377,8 @@ class Database:
                     self._commit(uow, read_only=read_only)
                     return result
             except DBAPIError as exc:
-                reason = retry_reason(exc)
-                if reason is None:
+                if not self._backed_off(exc, attempt):
                     raise
-                if attempt >= self.retry.attempts:
-                    self.observer.db_retries_exhausted(reason)
-                    raise
-                self.observer.db_retry(reason)
-                self._sleep(self.retry.delay(attempt, self._rng))
                 attempt += 1
 
     def _commit(self, uow: UnitOfWork, *, read_only: bool) -> None:
@@ -471,14 +465,8 @@ class Database:
                         dialect=self.engine.dialect,
                     ) from exc
             except DBAPIError as exc:
-                reason = retry_reason(exc)
-                if reason is None:
+                if not self._backed_off(exc, attempt):
                     raise
-                if attempt >= self.retry.attempts:
-                    self.observer.db_retries_exhausted(reason)
-                    raise
-                self.observer.db_retry(reason)
-                self._sleep(self.retry.delay(attempt, self._rng))
                 attempt += 1
             finally:
                 if fairy is not None:
@@ -508,15 +496,25 @@ class Database:
                     None, None, exc, sqlite3.Error, hide_parameters=True,
                     dialect=self.engine.dialect,
                 )  # fmt: skip
-                reason = retry_reason(error)
-                if reason is None:
+                if not self._backed_off(error, attempt):
                     raise error from exc
-                if attempt >= self.retry.attempts:
-                    self.observer.db_retries_exhausted(reason)
-                    raise error from exc
-                self.observer.db_retry(reason)
-                self._sleep(self.retry.delay(attempt, self._rng))
                 attempt += 1
+
+    def _backed_off(self, exc: BaseException, attempt: int) -> bool:
+        """Return whether a unit that lost a race on ``attempt`` runs again, after waiting.
+
+        False for an error that is no lost race, or when the policy's attempts are spent
+        (counted): the caller re-raises.
+        """
+        reason = retry_reason(exc)
+        if reason is None:
+            return False
+        if attempt >= self.retry.attempts:
+            self.observer.db_retries_exhausted(reason)
+            return False
+        self.observer.db_retry(reason)
+        self._sleep(self.retry.delay(attempt, self._rng))
+        return True
 
     def _test_driver(self) -> Any:
         """Return the test transaction's driver connection, its transaction begun."""
