@@ -9,21 +9,24 @@ statements on the ``sqlite3`` connection, inside the write transaction
 writers queued): the same checks in the same order, the same refusals (raised as
 :class:`Refused` with the function's code and data), the same rows.
 
-Values are written as SQLAlchemy writes them on SQLite, so that the ORM reads them back
-unchanged: instants as naive UTC text with microseconds, JSON as ``json.dumps`` text,
-booleans as 0/1. ``tests/accounts/test_fastpath.py`` plays one script through this path
-and the general path and compares what the caller gets and what the database holds.
+Instants and JSON go through SQLAlchemy's own bind processors for SQLite (of the model's
+column types), so the rows hold what the ORM writes and reads back unchanged.
+``tests/accounts/test_fastpath.py`` plays one script through this path and the general
+path and compares what the caller gets and what the database holds.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.types import TypeEngine
+
 from custodia.accounts.models import PaymentTransaction
-from custodia.core.models import table_of
+from custodia.core.models import OutboxEvent, UTCDateTime, table_of
 
 
 class Refused(Exception):
@@ -114,20 +117,28 @@ _RECORD = (
 )
 
 
-def instant(value: datetime | str) -> str:
-    """Return an instant as SQLAlchemy stores it on SQLite (naive UTC, microseconds)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+def _written(type_: TypeEngine[Any]) -> Callable[[Any], Any]:
+    """Return how SQLAlchemy turns a value of ``type_`` into what it stores on SQLite."""
+    processor = type_.dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    return processor if processor is not None else _as_is
 
 
-def _stored(value: Any) -> Any:
-    """Return a record value as SQLAlchemy binds it on SQLite."""
-    if isinstance(value, datetime):
-        return instant(value)
-    if isinstance(value, dict | list):
-        return json.dumps(value)
+def _as_is(value: Any) -> Any:
     return value
+
+
+_SQLITE = sqlite.dialect()
+_INSTANT = _written(UTCDateTime())
+_PAYLOAD = _written(table_of(OutboxEvent).c.payload.type)
+_RECORD_VALUES = tuple(
+    (name, _written(table_of(PaymentTransaction).c[name].type)) for name in RECORD_COLUMNS
+)
+
+
+def instant(value: datetime | str) -> str:
+    """Return an instant as SQLAlchemy stores it on SQLite (``UTCDateTime``'s processor)."""
+    stored: str = _INSTANT(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    return stored
 
 
 def transfer(conn: sqlite3.Connection, p: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -213,13 +224,11 @@ def transfer(conn: sqlite3.Connection, p: dict[str, Any]) -> tuple[Any, Any, Any
             for customer in dict.fromkeys((payer_customer, payee_customer))
         ],
     )  # fmt: skip
-    conn.execute(
-        _OUTBOX, (p["event_id"], p["event_type"], json.dumps(p["event_payload"]), now, now)
-    )
+    conn.execute(_OUTBOX, (p["event_id"], p["event_type"], _PAYLOAD(p["event_payload"]), now, now))
 
     # 8. The transaction record (B2), sealed by the caller.
     record = p["record"]
-    conn.execute(_RECORD, [_stored(record[column]) for column in RECORD_COLUMNS])
+    conn.execute(_RECORD, [write(record[column]) for column, write in _RECORD_VALUES])
     return None, None, None
 
 
