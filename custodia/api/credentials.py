@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
@@ -237,3 +237,27 @@ class CustomerCredentialsController(Controller):
             )
 
         return runtime.db.run(work)
+
+    @delete(
+        "/signing-keys/{key_id:str}",
+        operation_id="customers_credentials_signing_key_revoke",
+        status_code=204,
+        sync_to_thread=True,
+        summary="Revoke a device key (lost or replaced device)",
+    )
+    def revoke_signing_key(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        customer_id: FromPath[str],
+        key_id: FromPath[str],
+    ) -> None:
+        """Revoke a device key: no signature by it verifies from now on (again: no change)."""
+        ctx = context_of(request, runtime)
+
+        def work(session: Any) -> None:
+            # A closed customer's keys may still be revoked: revoking never adds a risk.
+            kyc.acting_for(session, customer_id, ctx.actor)
+            kyc.revoke_signing_key(session, customer_id, key_id, ctx=ctx)
+
+        runtime.db.run(work)

@@ -101,6 +101,8 @@ ROUTE_ACCESS: dict[str, Access] = {
     "customers_credentials_totp": Access(ONBOARDING),
     "customers_credentials_totp_confirm": Access(ONBOARDING),
     "customers_credentials_signing_key": Access(ONBOARDING),
+    # a lost device's key: the app, or an officer (suspected fraud), revokes it
+    "customers_credentials_signing_key_revoke": Access(ONBOARDING | OFFICERS),
     # agreements: compliance leads (and admins) draft and publish; apps show the text in force
     "agreements_create": Access(AGREEMENT_EDITORS),
     "agreements_update": Access(AGREEMENT_EDITORS),

@@ -87,6 +87,7 @@ class AuditAction(StrEnum):
     CUSTOMER_REVERIFICATION_DUE = "kyc:customer:reverification_due"
     WATCHLIST_UPLOADED = "kyc:watchlist:uploaded"
     CUSTOMER_CREDENTIAL_SET = "kyc:credential:set"
+    CUSTOMER_CREDENTIAL_REVOKED = "kyc:credential:revoked"
     CUSTOMER_AUTH_FAILED = "kyc:credential:verification_failed"
     AGREEMENT_DRAFTED = "agreements:agreement:drafted"
     AGREEMENT_DRAFT_UPDATED = "agreements:agreement:draft_updated"

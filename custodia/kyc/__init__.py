@@ -15,6 +15,7 @@ from custodia.kyc.credentials import (
     begin_totp,
     confirm_totp,
     count_failure,
+    revoke_signing_key,
     set_password,
     verify_factors,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "register_individual",
     "reveal",
     "review",
+    "revoke_signing_key",
     "set_password",
     "timeline",
     "update",

@@ -7,7 +7,9 @@
 - TOTP (K3 (2)): a secret in the vault, bound after the customer proves it with a first
   code; each 30-second step is accepted once (a conditional update of ``totp_last_step``).
 - Device keys (K3 (2), electronic signature): Ed25519 public keys; a signature over the
-  operation's signing string (API.md) proves the device took part.
+  operation's signing string (API.md) proves the device took part. A key is revoked when
+  its device is lost or replaced (:func:`revoke_signing_key`): from that commit on no
+  signature by it verifies, on any path (the transfer function checks it in the database).
 
 :func:`verify_factors` checks the factors of one operation. A wrong factor raises
 :class:`AuthenticationFailed`; the caller then counts the failure in a transaction of its
@@ -32,7 +34,7 @@ from sqlalchemy.orm import Session
 from custodia.core import audit
 from custodia.core.actors import Context
 from custodia.core.db import upsert_insert
-from custodia.core.errors import ErrorKind, FieldProblem, InvalidFields
+from custodia.core.errors import ErrorKind, FieldProblem, InvalidFields, NotFound
 from custodia.core.factors import Factor
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.passwords import SecretHasher
@@ -318,6 +320,46 @@ def add_signing_key(
         details={"factor": "signature", "key_id": key_id},
     )
     return key_id
+
+
+def revoke_signing_key(session: Session, customer_id: str, key_id: str, *, ctx: Context) -> bool:
+    """Revoke one of the customer's device keys (a lost or replaced device, K3 (2), K5).
+
+    From this transaction's commit no signature by the key verifies: every path that takes
+    a signature reads ``revoked_at`` in its own transaction (:func:`verify_factors`, the
+    transfer function and its SQLite steps), whatever a process has cached of the key.
+    Return True if it was revoked now, False if it already was (nothing changes, nothing is
+    audited twice). A key of another customer, or none, is :class:`NotFound`.
+    """
+    revoked = session.execute(
+        update(CustomerSigningKey)
+        .where(
+            CustomerSigningKey.id == key_id,
+            CustomerSigningKey.customer_id == customer_id,
+            CustomerSigningKey.revoked_at.is_(None),
+        )
+        .values(revoked_at=ctx.now)
+        .returning(CustomerSigningKey.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if revoked is None:
+        known = session.scalar(
+            select(CustomerSigningKey.id).where(
+                CustomerSigningKey.id == key_id, CustomerSigningKey.customer_id == customer_id
+            )
+        )
+        if known is None:
+            raise NotFound("signing key", key_id)
+        return False
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.CUSTOMER_CREDENTIAL_REVOKED,
+        target=key_id,
+        customer_id=customer_id,
+        details={"factor": "signature", "key_id": key_id},
+    )
+    return True
 
 
 def summary(session: Session, customer_id: str) -> CredentialSummary:

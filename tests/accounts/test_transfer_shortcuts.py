@@ -81,6 +81,28 @@ def test_a_known_key_skips_the_lookup_but_a_revoked_one_is_refused_at_once(
     assert client.get(f"/v1/accounts/{payer.account}", headers=app).status_code == 401
 
 
+def test_a_device_key_revoked_through_the_api_is_refused_though_the_process_knows_it(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str], path: str
+) -> None:
+    """The one-call path keeps the key's public half per process; the revocation still wins."""
+    payer = onboard(client, app, clock, funds=1_000)
+    payee = onboard(client, app, clock)
+    assert payer.transfer(payee.account, 10).status_code == 201  # the key is now known
+    revoked = client.delete(
+        f"/v1/customers/{payer.id}/credentials/signing-keys/{payer.key_id}", headers=app
+    )
+    assert revoked.status_code == 204, revoked.text
+    key = payer.key()
+    refused = payer.transfer(payee.account, 10, key=key)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["code"] == "authentication_failed"
+    balance = _one(runtime, "SELECT balance FROM ledger_accounts WHERE id = :a", a=payer.account)
+    assert balance[0] == 1_000 - 10
+    assert _one(runtime, "SELECT count(*) FROM idempotency_keys WHERE key = :k", k=key)[0] == 0
+    # Another factor still pays: only the device is shut out.
+    assert payer.transfer(payee.account, 10, factors=[payer.password()]).status_code == 201
+
+
 def test_a_wrong_secret_for_a_known_client_is_not_taken_from_the_cache(
     client: Client, clock: ManualClock, app: dict[str, str], path: str
 ) -> None:

@@ -144,6 +144,55 @@ def test_a_device_key_signs_the_operation(
         _verify(runtime, customer_id, factor, message=b"another operation")
 
 
+def test_a_revoked_device_key_verifies_nothing_more(
+    client: Client, runtime: Runtime, app_key: dict[str, str], customer_id: str
+) -> None:
+    """A lost device's key is revoked by the app: gone from the list, refused, audited once."""
+    device = Ed25519PrivateKey.generate()
+    public = base64.b64encode(device.public_key().public_bytes_raw()).decode()
+    key_id = client.post(
+        _url(customer_id, "/signing-keys"), json={"public_key": public}, headers=app_key
+    ).json()["key_id"]
+    factor = Factor(
+        "signature", key_id=key_id, signature=base64.b64encode(device.sign(b"m")).decode()
+    )
+    assert _verify(runtime, customer_id, factor).kinds == ("signature",)
+
+    revoked = client.delete(_url(customer_id, f"/signing-keys/{key_id}"), headers=app_key)
+    assert revoked.status_code == 204, revoked.text
+    assert client.get(_url(customer_id), headers=app_key).json()["signing_keys"] == []
+    with pytest.raises(kyc.AuthenticationFailed):
+        _verify(runtime, customer_id, factor)
+    again = client.delete(_url(customer_id, f"/signing-keys/{key_id}"), headers=app_key)
+    assert again.status_code == 204  # already revoked: nothing changes
+    assert audit_actions(runtime, key_id) == ["kyc:credential:set", "kyc:credential:revoked"]
+
+    unknown = client.delete(_url(customer_id, "/signing-keys/key_nonesuch"), headers=app_key)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
+    other = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    hidden = client.delete(_url(customer_id, f"/signing-keys/{key_id}"), headers=other)
+    assert hidden.status_code == 404
+    merchant = bearer(make_client(runtime, Role.MERCHANT).key)
+    assert (
+        client.delete(_url(customer_id, f"/signing-keys/{key_id}"), headers=merchant).status_code
+        == 403
+    )
+
+
+def test_a_key_of_another_customer_is_not_revoked_through_this_one(
+    client: Client, app_key: dict[str, str], customer_id: str
+) -> None:
+    device = Ed25519PrivateKey.generate()
+    public = base64.b64encode(device.public_key().public_bytes_raw()).decode()
+    second = str(client.post("/v1/customers", json=person_body(), headers=app_key).json()["id"])
+    key_id = client.post(
+        _url(second, "/signing-keys"), json={"public_key": public}, headers=app_key
+    ).json()["key_id"]
+    wrong = client.delete(_url(customer_id, f"/signing-keys/{key_id}"), headers=app_key)
+    assert wrong.status_code == 404
+    assert client.get(_url(second), headers=app_key).json()["signing_keys"] == [key_id]
+
+
 def test_five_wrong_factors_lock_verification_for_fifteen_minutes(
     client: Client, runtime: Runtime, clock: ManualClock, app_key: dict[str, str], customer_id: str
 ) -> None:
