@@ -39,7 +39,7 @@ from custodia.aml.errors import (
     InvalidTransition,
     LeadDecisionRequired,
 )
-from custodia.aml.feedback import RatingFeedback
+from custodia.aml.feedback import RatingFeedback, Rerating
 from custodia.aml.models import AmlAlert, AmlAlertNote, AmlAlertTransaction, AmlCase
 from custodia.aml.rules import Finding
 from custodia.aml.windows import evidence_query
@@ -105,31 +105,41 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
     """Return the customer's open case, locked, opening one if there is none.
 
     The lock keeps a concurrent decision from closing the case under a new alert (see
-    :func:`_close_case_if_done`); a concurrent opener's case wins the insert race.
+    :func:`_close_case_if_done`); a concurrent opener's case wins the insert race. The
+    insert comes first (a customer's first alert is the common case: one round trip); on
+    the partial UNIQUE index of open cases it does nothing, and the open case is read.
     """
+    cases = table_of(AmlCase)
     for _ in range(3):
+        opened = (
+            session.connection()
+            .execute(
+                upsert_insert(session)(cases)
+                .values(
+                    id=ids.new(IdPrefix.CASE),
+                    customer_id=customer_id,
+                    status="open",
+                    opened_at=ctx.now,
+                    closed_at=None,
+                )
+                .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
+                .returning(cases.c.id)
+            )
+            .scalar_one_or_none()
+        )
+        if opened is not None:
+            return str(opened)
         found = (
             session.connection()
             .execute(
-                select(AmlCase.id)
-                .where(AmlCase.customer_id == customer_id, AmlCase.status == "open")
+                select(cases.c.id)
+                .where(cases.c.customer_id == customer_id, cases.c.status == "open")
                 .with_for_update()
             )
             .scalar_one_or_none()
         )
         if found is not None:
-            return found
-        session.connection().execute(
-            upsert_insert(session)(table_of(AmlCase))
-            .values(
-                id=ids.new(IdPrefix.CASE),
-                customer_id=customer_id,
-                status="open",
-                opened_at=ctx.now,
-                closed_at=None,
-            )
-            .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
-        )
+            return str(found)
     raise RuntimeError(f"no open case could be found or opened for {customer_id}")
 
 
@@ -242,7 +252,7 @@ def _extend(
     finding: Finding,
     *,
     ctx: Context,
-    rating: RatingFeedback | None,
+    rating: Rerating | None,
 ) -> Raised:
     """Fold a repeated finding into its unclosed alert: new transactions, the higher score."""
     added = _link(session, alert.id, customer_id, finding, ctx.now)
@@ -281,7 +291,7 @@ def raise_alert(
     ctx: Context,
     ids: IdGenerator,
     due: DuePolicy,
-    rating: RatingFeedback | None = None,
+    rating: Rerating | None = None,
     known: dict[AlertKey, _Unclosed] | None = None,
 ) -> Raised:
     """Put a finding in the queue: a new alert, or the unclosed one of the same pattern.

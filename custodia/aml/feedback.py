@@ -20,8 +20,9 @@ transaction; the customer is re-rated and a change of level or score is audited
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -38,20 +39,40 @@ from custodia.kyc.rating import REPORTED_BEHAVIOUR, RatingPolicy, RiskModel
 _OPEN_FLOOR, _OPEN_CEILING = 4, 9
 
 
-def behaviour_score(session: Session, customer_id: str) -> int | None:
-    """Return the transaction-behaviour factor monitoring gives the customer (see above)."""
-    row = session.execute(
+def behaviour_scores(session: Session, customer_ids: Iterable[str]) -> dict[str, int | None]:
+    """Return the transaction-behaviour factor of each customer (see above), one query."""
+    wanted = sorted(set(customer_ids))
+    found: dict[str, int | None] = dict.fromkeys(wanted)
+    if not wanted:
+        return found
+    rows = session.execute(
         select(
+            AmlAlert.customer_id,
             func.count().filter(AmlAlert.decision == "reported"),
             func.max(AmlAlert.score).filter(AmlAlert.status != "closed"),
-        ).where(AmlAlert.customer_id == customer_id)
-    ).one()
-    reported, strongest = int(row[0]), cast("int | None", row[1])
-    if reported:
-        return REPORTED_BEHAVIOUR
-    if strongest is None:
-        return None
-    return max(_OPEN_FLOOR, min(_OPEN_CEILING, math.ceil(int(strongest) / 10)))
+        )
+        .where(AmlAlert.customer_id.in_(wanted))
+        .group_by(AmlAlert.customer_id)
+    ).all()
+    for customer_id, reported, strongest in rows:
+        if reported:
+            found[customer_id] = REPORTED_BEHAVIOUR
+        elif strongest is not None:
+            tenths = math.ceil(int(strongest) / 10)
+            found[customer_id] = max(_OPEN_FLOOR, min(_OPEN_CEILING, tenths))
+    return found
+
+
+def behaviour_score(session: Session, customer_id: str) -> int | None:
+    """Return the transaction-behaviour factor monitoring gives the customer (see above)."""
+    return behaviour_scores(session, [customer_id])[customer_id]
+
+
+class Rerating(Protocol):
+    """Whatever re-rates a customer whose alerts changed: now, or at the end of a batch."""
+
+    def refresh(self, session: Session, customer_id: str, *, ctx: Context, reason: str) -> None:
+        """Have the customer re-rated from their alerts (K1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +86,62 @@ class RatingFeedback:
 
     def refresh(self, session: Session, customer_id: str, *, ctx: Context, reason: str) -> None:
         """Update the customer's behaviour factor from their alerts and re-rate them (K1)."""
-        customer = session.get(Customer, customer_id, with_for_update=True)
-        if customer is None:  # only synthetic test movements have no customer row
+        self.refresh_all(session, {customer_id: (ctx, reason)})
+
+    def refresh_all(self, session: Session, wanted: Mapping[str, tuple[Context, str]]) -> None:
+        """Refresh the factor and re-rate each customer, audited under its context and reason.
+
+        The customers are locked in id order (one query), their factors read in one more;
+        the ratings that changed are written by one flush.
+        """
+        if not wanted:
             return
-        score = behaviour_score(session, customer_id)
-        if customer.transaction_behaviour_score == score:
-            return
-        customer.transaction_behaviour_score = score
-        rerate(
-            session,
-            customer,
-            vault=self.vault,
-            model=self.model,
-            ctx=ctx,
-            today=ctx.now.astimezone(self.tz).date(),
-            policy=self.policy,
-            reason=reason,
-        )
+        customers = session.scalars(
+            select(Customer)
+            .where(Customer.id.in_(sorted(wanted)))
+            .order_by(Customer.id)
+            .with_for_update()
+        ).all()  # only synthetic test movements have no customer row
+        scores = behaviour_scores(session, wanted)
+        with session.no_autoflush:  # the ratings' reads do not depend on each other's writes
+            for customer in customers:
+                score = scores[customer.id]
+                if customer.transaction_behaviour_score == score:
+                    continue
+                customer.transaction_behaviour_score = score
+                ctx, reason = wanted[customer.id]
+                rerate(
+                    session,
+                    customer,
+                    vault=self.vault,
+                    model=self.model,
+                    ctx=ctx,
+                    today=ctx.now.astimezone(self.tz).date(),
+                    policy=self.policy,
+                    reason=reason,
+                )
+        session.flush()
+
+
+class DeferredRating:
+    """Collects the customers whose alerts one batch changed; re-rates each once, at its end.
+
+    The monitoring worker passes this where :func:`custodia.aml.alerts.raise_alert` takes a
+    rating: the rules of the batch read the customers once, before any alert, so a
+    re-rating within the batch could change nothing they see, and a customer with several
+    findings in one batch is re-rated once instead of after each (same transaction, same
+    outcome: the factor follows every alert the batch raised). :meth:`settle` does it.
+    """
+
+    def __init__(self, feedback: RatingFeedback) -> None:
+        self._feedback = feedback
+        self._wanted: dict[str, tuple[Context, str]] = {}
+
+    def refresh(self, session: Session, customer_id: str, *, ctx: Context, reason: str) -> None:  # noqa: ARG002 - RatingFeedback's interface
+        """Remember the customer (the first finding's context and reason are audited)."""
+        self._wanted.setdefault(customer_id, (ctx, reason))
+
+    def settle(self, session: Session) -> None:
+        """Re-rate every customer remembered, once each (see :meth:`RatingFeedback.refresh_all`)."""
+        self._feedback.refresh_all(session, self._wanted)
+        self._wanted.clear()

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from custodia.accounts.models import PaymentTransaction
 from custodia.aml import config
 from custodia.aml.alerts import AlertKey, DuePolicy, Raised, raise_alert, unclosed_alerts
-from custodia.aml.feedback import RatingFeedback
+from custodia.aml.feedback import DeferredRating, RatingFeedback, Rerating
 from custodia.aml.rules import Finding, Scope
 from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 from custodia.core.actors import SYSTEM, Context
@@ -215,12 +215,14 @@ def _raise(
     policy: MonitoringPolicy,
     ids: IdGenerator,
     known: dict[AlertKey, Any] | None = None,
+    rating: Rerating | None = None,
 ) -> list[Raised]:
-    """Raise or update the alerts of a side's findings."""
+    """Raise or update the alerts of a side's findings (re-rating by ``policy`` by default)."""
+    rating = rating if rating is not None else policy.rating
     return [
         raise_alert(
             session, side.movement.customer_id, state, finding,
-            ctx=side.ctx, ids=ids, due=policy.due, rating=policy.rating, known=known,
+            ctx=side.ctx, ids=ids, due=policy.due, rating=rating, known=known,
         )
         for state, finding in found
     ]  # fmt: skip
@@ -340,6 +342,8 @@ def evaluate_transactions(
     ]
     window = Window(session)
     raised: list[Raised] = []
+    # Each customer whose alerts changed is re-rated once, after the batch's last finding.
+    rating = DeferredRating(policy.rating) if policy.rating is not None else None
     # Within a run no customer comes twice, and every read is one customer's: writing and
     # measuring a whole run before concluding on any of its sides (one round trip on
     # PostgreSQL) gives each side exactly what one-by-one evaluation would.
@@ -357,7 +361,11 @@ def evaluate_transactions(
             ],
         )
         for side, findings in zip(run, concluded, strict=True):
-            raised += _raise(session, side, findings, policy=policy, ids=ids, known=known)
+            raised += _raise(
+                session, side, findings, policy=policy, ids=ids, known=known, rating=rating
+            )
+    if rating is not None:
+        rating.settle(session)
     return raised
 
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 from custodia.aml.feedback import behaviour_score
 from custodia.aml.windows import Subject
+from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
+from custodia.core.actors import Role
 from custodia.core.clock import ManualClock
+from custodia.core.settings import Settings
 from custodia.kyc.rating import RiskInputs, RiskModel, rate
 from tests.accounts.conftest import onboard
 from tests.aml.conftest import CNY, Feed
-from tests.factories import StaffLogin
+from tests.factories import StaffLogin, audit_actions, bearer, make_client
 
 Client = TestClient[Any]
 
@@ -144,3 +149,54 @@ def test_a_behaviour_score_of_ten_rates_high_even_when_everything_else_is_low() 
     assert rate(inputs, RiskModel()).level == "low"
     reported = dataclasses.replace(inputs, transaction_behaviour=10)
     assert rate(reported, RiskModel()).level == "high"
+
+
+@pytest.fixture
+def committing_client(committing_runtime: Runtime, settings: Settings) -> Iterator[Client]:
+    """An HTTP client for the app on the committing database (the outbox commits batches)."""
+    with TestClient(create_app(settings, runtime=committing_runtime)) as test_client:
+        yield test_client
+
+
+def test_a_batch_re_rates_a_customer_once_after_all_of_its_alerts(
+    committing_client: Client, committing_runtime: Runtime, clock: ManualClock
+) -> None:
+    """The worker re-rates each customer whose alerts a batch changed once, at its end (K1)."""
+    runtime, client = committing_runtime, committing_client
+    app = bearer(make_client(runtime, Role.ONBOARDING_APP).key)
+    payer = onboard(client, app, clock, funds=100 * CNY)
+    listed = [onboard(client, app, clock) for _ in range(2)]
+    for payee in listed:
+        assert payer.transfer(payee.account, 10 * CNY).status_code == 201
+    # The first payee a potential match (70), the second a confirmed one (90): the batch's
+    # second finding is the stronger, which re-rated the payer a second time one by one.
+    runtime.db.run(
+        lambda s: s.execute(
+            text(
+                "UPDATE customers SET screening_status = CASE id WHEN :a THEN 'potential_match' "
+                "ELSE 'confirmed_match' END WHERE id IN (:a, :b)"
+            ),
+            {"a": listed[0].id, "b": listed[1].id},
+        )
+    )
+    rated_before = audit_actions(runtime, customer_id=payer.id).count("kyc:customer:risk_rated")
+
+    assert runtime.outbox_processor().process_batch() == 3  # the top-up and both transfers
+
+    feed = Feed(runtime, clock)
+    patterns = sorted(a.pattern for a in feed.alerts(payer.id, rule="watchlist"))
+    assert patterns == sorted(f"counterparty:{p.id}" for p in listed)  # two alerts, one batch
+    rated = audit_actions(runtime, customer_id=payer.id).count("kyc:customer:risk_rated")
+    assert rated == rated_before + 1
+    scores = runtime.db.run(
+        lambda s: dict(
+            s.execute(
+                text(
+                    "SELECT id, transaction_behaviour_score FROM customers WHERE id IN (:a, :b, :c)"
+                ),
+                {"a": payer.id, "b": listed[0].id, "c": listed[1].id},
+            ).all()
+        )
+    )
+    # Each from its strongest unresolved alert (the listed: their own): 90 → 9, 70 → 7.
+    assert scores == {payer.id: 9, listed[0].id: 7, listed[1].id: 9}
