@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from custodia.aml import monitoring
+from custodia.aml import monitoring, windows
 from custodia.aml.config import rule_states
-from custodia.aml.windows import Movement
+from custodia.aml.windows import Measure, Movement, Window
 from custodia.api.runtime import Runtime
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import ManualClock
@@ -95,3 +96,95 @@ def test_every_rule_query_on_movements_uses_a_customer_index(
         assert any(index in plan for index in _INDEXES), (statement, plan)
         assert "Seq Scan on aml_movements" not in plan, plan
         assert "SCAN aml_movements\n" not in plan + "\n", plan
+
+
+def _sides(clock: ManualClock, customers: list[str], tag: str) -> list[tuple[Movement, Any]]:
+    """Return one new side per customer, with measures of three shapes between them."""
+    now = clock.now()
+    sides = []
+    for n, customer in enumerate(customers):
+        movement = Movement(
+            transaction_id=f"txn_{tag}{n}", customer_id=customer, direction="out" if n % 2 else "in",
+            type="transfer", amount=(n + 1) * 1_000 * CNY, currency="CNY",
+            counterparty=f"cus_peer{n % 3}", cross_border=n == 4, channel="api", at=now,
+        )  # fmt: skip
+        day = Measure("totals", now - timedelta(days=1), now, movement.direction)
+        if n % 3 == 0:
+            measures = {
+                "day": day,
+                "peers": Measure("counterparties", now - timedelta(days=3), now),
+            }
+        elif n % 3 == 1:
+            measures = {
+                "day": day,
+                "big": Measure("totals", now - timedelta(days=5), now, min_amount=2_000 * CNY),
+                "last": Measure("latest", now - timedelta(days=5), now, other_than=movement.transaction_id),
+            }  # fmt: skip
+        else:
+            measures = {
+                "round": Measure("totals", now - timedelta(days=5), now, multiple_of=1_000 * CNY),
+                "near": Measure(
+                    "totals", now - timedelta(days=5), now, near_hour=now.hour, zone="Asia/Shanghai"
+                ),
+            }
+        sides.append((movement, measures))
+    return sides
+
+
+def test_a_run_of_sides_is_written_and_measured_as_one_by_one(
+    runtime: Runtime, clock: ManualClock, feed: Feed
+) -> None:
+    """PostgreSQL measures a run's sides of one shape in one statement: same figures."""
+    customers = [feed.customer() for _ in range(7)]
+    for n, customer in enumerate(customers):  # some history: two days, five rows each
+        for k in range(5):
+            at = clock.now() - timedelta(hours=10 * k + n + 1)
+            feed.move(customer, (k + 1) * 500 * CNY, rule="large_value", at=at,
+                      direction="in" if k % 2 else "out", counterparty=f"cus_peer{k}")  # fmt: skip
+
+    def both(session: Any) -> tuple[list[Any], list[Any], int]:
+        window = Window(session)
+        nested = session.begin_nested()
+        single = [window.record_and_measure(m, asked) for m, asked in _sides(clock, customers, "a")]
+        nested.rollback()
+        together = window.record_and_measure_all(_sides(clock, customers, "a"))
+        written = session.execute(
+            text("SELECT count(*) FROM aml_movements WHERE transaction_id LIKE 'txn_a%'")
+        ).scalar_one()
+        return single, together, written
+
+    single, together, written = runtime.db.run(both)
+    assert together == single
+    assert written == len(customers)
+    # Not vacuous: the figures count the history and each side's own new movement.
+    assert all(answer["day"].count >= 1 for answer in together if "day" in answer)
+    assert any(answer.get("last") is not None for answer in together)
+
+
+def test_a_run_takes_each_customer_once(runtime: Runtime, clock: ManualClock, feed: Feed) -> None:
+    customer = feed.customer()
+    sides = _sides(clock, [customer, customer], "b")
+    with pytest.raises(ValueError, match="each customer once"):
+        runtime.db.run(lambda s: Window(s).record_and_measure_all(sides))
+
+
+@pytest.mark.postgres_only
+def test_the_set_statement_reads_each_customer_on_its_index(
+    runtime: Runtime, clock: ManualClock, feed: Feed
+) -> None:
+    customers = [feed.customer() for _ in range(3)]
+    [(movement, measures)] = _sides(clock, customers[:1], "c")
+    values = windows._values(movement, measures)
+    sql = windows._set_statement(("explain",), list(measures.values()), values)
+    params = {f"a{j}": [value] for j, value in enumerate(values)}
+
+    def explain(session: Any) -> str:
+        driver = session.connection().connection.driver_connection
+        with driver.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            rows = cursor.execute("EXPLAIN " + sql, params).fetchall()
+        return "\n".join(str(r[0]) for r in rows)
+
+    plan = runtime.db.run(explain)
+    assert any(index in plan for index in _INDEXES), plan
+    assert "Seq Scan on aml_movements" not in plan, plan
