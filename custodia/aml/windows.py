@@ -1,7 +1,7 @@
 """What monitoring knows of a customer's activity: movements and their window aggregates.
 
-Every query here is a range scan of one customer's rows on ``ix_aml_movements_window``
-(customer, direction, at) or ``ix_aml_movements_customer_at`` (customer, at): the cost of
+Every query here is a range scan of one customer's rows on ``ix_aml_movements_customer_at``
+(customer, at; on PostgreSQL covering what the aggregates read, migration 0014): the cost of
 evaluating an event depends on the customer's activity in the window, never on the size of
 the journal (issue 7 item 2).
 
@@ -9,7 +9,8 @@ The rules do not query one by one: each names the aggregates it needs as :class:
 objects (data, not SQL), and :meth:`Window.measure` answers all of them for one customer
 side in a single query (an aggregate with a FILTER per measure over the longest window).
 That query is built once per shape of the measures and reused, so PostgreSQL prepares it;
-there the side's INSERT is part of the same statement, and a run of sides goes out in one
+there the side's INSERT is part of the same statement, and the sides of a run with the same
+shape are written and measured together by one statement, a run's statements sent in one
 pipeline (:meth:`Window.record_and_measure_all`). Rows are read back only where an
 aggregate cannot decide (``Dormant``; ``UnusualHours`` on SQLite, which has no time
 zones); an alert's evidence is linked from :func:`evidence_query` inside the database.

@@ -17,7 +17,7 @@ from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import ManualClock
 from tests.aml.conftest import CNY, Feed
 
-_INDEXES = ("ix_aml_movements_window", "ix_aml_movements_customer_at")
+_INDEXES = ("ix_aml_movements_customer_at",)
 
 
 def test_every_rule_query_on_movements_uses_a_customer_index(
