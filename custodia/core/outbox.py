@@ -201,18 +201,24 @@ class OutboxProcessor:
             .scalars()
             .all()
         )
-        for event in events:
-            event.attempts += 1
+        # The claim changes nothing in memory: each event's attempt is counted with its
+        # outcome, so the savepoints' flushes have nothing of the claim to write, and the
+        # events delivered are marked done together by one statement.
         outcomes: list[_Outcome] = []
+        done: list[OutboxEvent] = []
         for event_type, run in groupby(events, key=lambda e: e.event_type):
             group = list(run)
             batch = self.registry.batch_consumers_for(event_type)
             if batch is not None and len(group) > 1 and self._together(session, group, batch):
-                outcomes += [self._done(event) for event in group]
+                done += group
                 continue
             for event in group:
-                outcomes.append(self._one(session, event, now))
-        return outcomes
+                failed = self._one(session, event, now)
+                if failed is None:
+                    done.append(event)
+                else:
+                    outcomes.append(failed)
+        return self._mark_done(session, done) + outcomes
 
     @staticmethod
     def _message(event: OutboxEvent) -> OutboxMessage:
@@ -221,7 +227,7 @@ class OutboxProcessor:
             event_type=event.event_type,
             payload=event.payload,
             created_at=event.created_at,
-            attempt=event.attempts,
+            attempt=event.attempts + 1,  # counted with the outcome
         )
 
     def _together(
@@ -247,8 +253,11 @@ class OutboxProcessor:
             return False
         return True
 
-    def _one(self, session: Session, event: OutboxEvent, now: datetime) -> _Outcome:
-        """Deliver one event in its own savepoint; a failure schedules a retry."""
+    def _one(self, session: Session, event: OutboxEvent, now: datetime) -> _Outcome | None:
+        """Deliver one event in its own savepoint; None if done, else the failure's outcome.
+
+        A failure schedules a retry (or marks the event dead).
+        """
         mark = deferred_mark(session)
         try:
             with session.begin_nested():
@@ -259,16 +268,30 @@ class OutboxProcessor:
             if retry_reason(exc) is not None:
                 raise  # a lost race, not the consumer's fault: re-run the whole batch
             return self._failed(event, exc, now)
-        return self._done(event)
+        return None
 
-    def _done(self, event: OutboxEvent) -> _Outcome:
-        event.status = "done"
-        event.processed_at = self.clock.now()
-        event.last_error = None
-        lag = (event.processed_at - event.created_at).total_seconds()
-        return _Outcome(event.event_type, "done", max(lag, 0.0))
+    def _mark_done(self, session: Session, events: list[OutboxEvent]) -> list[_Outcome]:
+        """Mark ``events`` done in one statement, each attempt counted; return their outcomes."""
+        if not events:
+            return []
+        processed = self.clock.now()
+        session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_([event.id for event in events]))
+            .values(
+                status="done",
+                processed_at=processed,
+                last_error=None,
+                attempts=OutboxEvent.attempts + 1,
+            )
+        )
+        return [
+            _Outcome(e.event_type, "done", max((processed - e.created_at).total_seconds(), 0.0))
+            for e in events
+        ]
 
     def _failed(self, event: OutboxEvent, exc: Exception, now: datetime) -> _Outcome:
+        event.attempts += 1
         event.last_error = redact_text(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_CHARS]
         if event.attempts >= self.max_attempts:
             event.status = "dead"
