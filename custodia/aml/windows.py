@@ -480,8 +480,11 @@ def _aggregates(
 
 
 def _values(movement: Movement, measures: Mapping[Any, Measure]) -> list[Any]:
-    """Return a side's values in the order :func:`_set_statement` reads them (its slots)."""
-    since, until = _range(measures)
+    """Return a side's values in the order :func:`_set_statement` reads them (its slots).
+
+    A side no rule asked anything of reads no range (its own instant twice).
+    """
+    since, until = _range(measures) if measures else (movement.at, movement.at)
     found = [movement.customer_id, since, until, *_row(movement).values()]
     for m in measures.values():
         found.extend(value for f in _VALUED if (value := getattr(m, f)) is not None)

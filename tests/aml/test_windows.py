@@ -99,7 +99,7 @@ def test_every_rule_query_on_movements_uses_a_customer_index(
 
 
 def _sides(clock: ManualClock, customers: list[str], tag: str) -> list[tuple[Movement, Any]]:
-    """Return one new side per customer, with measures of three shapes between them."""
+    """Return one new side per customer, with measures of four shapes between them."""
     now = clock.now()
     sides = []
     for n, customer in enumerate(customers):
@@ -120,6 +120,8 @@ def _sides(clock: ManualClock, customers: list[str], tag: str) -> list[tuple[Mov
                 "big": Measure("totals", now - timedelta(days=5), now, min_amount=2_000 * CNY),
                 "last": Measure("latest", now - timedelta(days=5), now, other_than=movement.transaction_id),
             }  # fmt: skip
+        elif n == len(customers) - 1:  # a side no enabled rule asked anything of
+            measures = {}
         else:
             measures = {
                 "round": Measure("totals", now - timedelta(days=5), now, multiple_of=1_000 * CNY),
@@ -135,7 +137,7 @@ def test_a_run_of_sides_is_written_and_measured_as_one_by_one(
     runtime: Runtime, clock: ManualClock, feed: Feed
 ) -> None:
     """PostgreSQL measures a run's sides of one shape in one statement: same figures."""
-    customers = [feed.customer() for _ in range(7)]
+    customers = [feed.customer() for _ in range(9)]
     for n, customer in enumerate(customers):  # some history: two days, five rows each
         for k in range(5):
             at = clock.now() - timedelta(hours=10 * k + n + 1)
