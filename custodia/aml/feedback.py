@@ -13,8 +13,9 @@ the customer (``transaction_behaviour_score``) and derived from the customer's a
   factor has no view (None), which the rating scores as 3, the baseline.
 
 The score is refreshed when an alert is raised and when one is decided, in the same
-transaction; the customer is re-rated and a change of level or score is audited
-(``kyc:customer:risk_rated``) as every other re-rating is.
+transaction (the monitoring worker once per batch, after its last finding:
+:class:`DeferredRating`); the customer is re-rated and a change of level or score is
+audited (``kyc:customer:risk_rated``) as every other re-rating is.
 """
 
 from __future__ import annotations
