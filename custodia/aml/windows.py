@@ -140,6 +140,12 @@ class Measure:
     near_hour: int | None = None
     zone: str | None = None
 
+    def __post_init__(self) -> None:
+        # The query binds the hour and the zone together: one without the other would shift
+        # every later value of the statement by one slot.
+        if (self.near_hour is None) != (self.zone is None):
+            raise ValueError("a measure near an hour names both the hour and the zone")
+
 
 #: The conditions of a measure that take a value, in the order they are bound.
 _VALUED = (

@@ -190,3 +190,11 @@ def test_the_set_statement_reads_each_customer_on_its_index(
     plan = runtime.db.run(explain)
     assert any(index in plan for index in _INDEXES), plan
     assert "Seq Scan on aml_movements" not in plan, plan
+
+
+def test_a_measure_near_an_hour_names_the_zone_too(clock: ManualClock) -> None:
+    now = clock.now()
+    with pytest.raises(ValueError, match="both the hour and the zone"):
+        Measure("totals", now - timedelta(days=1), now, near_hour=3)
+    with pytest.raises(ValueError, match="both the hour and the zone"):
+        Measure("totals", now - timedelta(days=1), now, zone="Asia/Shanghai")
