@@ -249,19 +249,18 @@ class Window:
             measures = {k: m for k, m in measures.items() if m.near_hour is None}
         if not measures:
             return {}
-        return self._run(customer_id, measures, None)
+        return self._run(customer_id, measures)
 
     def record_and_measure(self, movement: Movement, measures: Mapping[K, Measure]) -> dict[K, Any]:
         """Write ``movement`` and return the measures of its customer, the movement included.
 
-        On PostgreSQL one statement does both (the INSERT in a CTE whose row is added to
-        the scan, since a statement does not see its own CTE's writes): one round trip per
-        customer side. Elsewhere, :func:`record` then :meth:`measure`.
+        On PostgreSQL one statement does both (:meth:`record_and_measure_all` of one side):
+        one round trip per customer side. Elsewhere, :func:`record` then :meth:`measure`.
         """
-        if not measures or self.session.get_bind().dialect.name != "postgresql":
+        if self.session.get_bind().dialect.name != "postgresql":
             record(self.session, movement)
             return self.measure(movement.customer_id, measures)
-        return self._run(movement.customer_id, measures, movement)
+        return self.record_and_measure_all([(movement, measures)])[0]
 
     def record_and_measure_all(
         self, sides: Sequence[tuple[Movement, Mapping[K, Measure]]]
@@ -278,7 +277,7 @@ class Window:
         """
         if len({movement.customer_id for movement, _ in sides}) != len(sides):
             raise ValueError("record_and_measure_all takes each customer once (one run)")
-        if len(sides) < 2 or self.session.get_bind().dialect.name != "postgresql":
+        if self.session.get_bind().dialect.name != "postgresql":
             return [self.record_and_measure(movement, measures) for movement, measures in sides]
         groups: dict[tuple[Any, ...], list[int]] = {}
         for n, (_, measures) in enumerate(sides):
@@ -298,37 +297,26 @@ class Window:
                 answers[n] = _read(row[1:], sides[n][1])
         return answers
 
-    def _plan(
-        self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
-    ) -> tuple[tuple[Any, ...], Executable, dict[str, Any]]:
-        """Return the cache key, the (cached) statement and the parameters of a measure query."""
+    def _run(self, customer_id: str, measures: Mapping[K, Measure]) -> dict[K, Any]:
+        """Answer ``measures`` with the (cached) measure query of their shape."""
         binder = _Binder()
         since, until = _range(measures)
         binder.add(customer_id, since, until)
-        if movement is not None:
-            binder.add(*_row(movement).values())
         for m in measures.values():
             binder.add(*(getattr(m, f) for f in _VALUED if getattr(m, f) is not None))
         key = (
             self.session.get_bind().dialect.name,
-            movement is not None,
             tuple(_shape(m) for m in measures.values()),
             tuple(binder.names),
         )
         statement = _STATEMENTS.get(key)
         if statement is None:
-            statement = _statement(list(measures.values()), binder.names, record=movement)
+            statement = _statement(list(measures.values()), binder.names)
             if len(_STATEMENTS) >= _MAX_STATEMENTS:
                 _STATEMENTS.clear()
             _STATEMENTS[key] = statement
-        return key, statement, binder.params
-
-    def _run(
-        self, customer_id: str, measures: Mapping[K, Measure], movement: Movement | None
-    ) -> dict[K, Any]:
-        _, statement, params = self._plan(customer_id, measures, movement)
         # Core, not the ORM session: nothing here is an entity, and this runs per side.
-        return _read(self.session.connection().execute(statement, params).one(), measures)
+        return _read(self.session.connection().execute(statement, binder.params).one(), measures)
 
     def previous(self, customer_id: str, before: datetime, transaction_id: str) -> datetime | None:
         """Return when the customer last moved money before ``before`` (another transaction)."""
@@ -433,11 +421,11 @@ _STATEMENTS: dict[tuple[Any, ...], Executable] = {}
 _MAX_STATEMENTS = 2048
 
 
-def _statement(measures: list[Measure], names: list[str], *, record: Movement | None) -> Executable:
+def _statement(measures: list[Measure], names: list[str]) -> Executable:
     """Build the query answering ``measures`` with the parameters named ``names``.
 
     ``names`` lists the parameter of each value in the order :meth:`Window._run` added them
-    (customer, range, the movement's row when ``record`` is given, each measure's values).
+    (customer, range, each measure's values).
     """
     slots = iter(names)
 
@@ -445,22 +433,11 @@ def _statement(measures: list[Measure], names: list[str], *, record: Movement | 
         return bindparam(next(slots))
 
     table = table_of(AmlMovement)
-    read = [table.c[name] for name in _READ]
     customer, since, until = bind(), bind(), bind()
-    scanned = select(*read).where(
+    scanned = select(*(table.c[name] for name in _READ)).where(
         table.c.customer_id == customer, table.c.at > since, table.c.at <= until
     )
-    if record is not None:
-        written = (
-            insert(table)
-            .values({column: bind() for column in _row(record)})
-            .returning(*read)
-            .cte("written")
-        )
-        rows = union_all(scanned, select(*(written.c[name] for name in _READ))).subquery("m")
-    else:
-        rows = scanned.subquery("m")
-    return _aggregates(rows.c, measures, bind)
+    return _aggregates(scanned.subquery("m").c, measures, bind)
 
 
 def _aggregates(
