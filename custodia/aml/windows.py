@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+import msgspec
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -286,9 +287,7 @@ class Window:
         for shapes, members in groups.items():
             values = [_values(*sides[n]) for n in members]
             sql = _set_statement(shapes, list(sides[members[0]][1].values()), values[0])
-            planned.append(
-                (sql, {f"a{j}": list(slot) for j, slot in enumerate(zip(*values, strict=True))})
-            )
+            planned.append((sql, _set_params(values)))
         answers: list[dict[K, Any]] = [{} for _ in sides]
         results = _pipelined(self.session.connection(), planned)
         for members, rows in zip(groups.values(), results, strict=True):
@@ -474,8 +473,19 @@ def _values(movement: Movement, measures: Mapping[Any, Measure]) -> list[Any]:
     return found
 
 
-#: PostgreSQL's type of an array of each kind of value a measure query takes.
-_ARRAY_TYPES = {str: "text", int: "bigint", bool: "boolean", datetime: "timestamptz"}
+#: PostgreSQL's type of each kind of value a measure query takes.
+_TYPES = {str: "text", int: "bigint", bool: "boolean", datetime: "timestamptz"}
+
+
+def _set_params(values: list[list[Any]]) -> dict[str, str]:
+    """Return the set statement's one parameter: every side's values (:func:`_values`).
+
+    One JSON document, encoded in C: psycopg's array dumpers adapt, quote and escape each
+    element in Python, which cost ~0.13 ms per side (a run's twenty arrays of a hundred
+    values), more than the statement itself. Instants go as RFC 3339 text with their offset.
+    """
+    return {"sides": msgspec.json.encode(values).decode()}
+
 
 #: The set statements built so far, by the shapes of their measures.
 _SET_STATEMENTS: dict[tuple[Any, ...], str] = {}
@@ -484,8 +494,9 @@ _SET_STATEMENTS: dict[tuple[Any, ...], str] = {}
 def _set_statement(shapes: tuple[Any, ...], measures: list[Measure], sample: list[Any]) -> str:
     """Return the PostgreSQL statement writing and measuring many sides of these ``shapes``.
 
-    Parameter ``a{j}`` is the array of every side's ``j``-th value (:func:`_values`):
-    ``unnest … WITH ORDINALITY`` turns them back into one row per side (``s``); a CTE
+    Its one parameter is every side's values as JSON (:func:`_set_params`): the elements
+    of the array ``WITH ORDINALITY`` are the sides, one row each (``s``, value ``j`` as
+    ``v{j}`` of its type); a CTE
     inserts every side's movement; each side's aggregates are a LATERAL subquery over its
     customer's rows in range plus its own new row, taken from its values (a statement does
     not see its own CTE's writes). Rows: the side's ordinal, then the aggregates in
@@ -518,15 +529,15 @@ def _set_statement(shapes: tuple[Any, ...], measures: list[Measure], sample: lis
         else "SELECT"
     )
     try:
-        arrays = ", ".join(
-            f"%(a{j})s::{_ARRAY_TYPES[type(value)]}[]" for j, value in enumerate(sample)
+        columns = ", ".join(
+            f"(e.x->>{j})::{_TYPES[type(value)]} AS v{j}" for j, value in enumerate(sample)
         )
     except KeyError as exc:
-        raise TypeError(f"no array type for a measure value of {exc}") from None
-    names = ", ".join(f"v{j}" for j in range(len(sample)))
+        raise TypeError(f"no column type for a measure value of {exc}") from None
     # Only names and the compiled constants of the conditions: every value is a parameter.
     sql = (
-        f"WITH s AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY AS s({names}, n)), "  # noqa: S608
+        f"WITH s AS (SELECT {columns}, e.n "  # noqa: S608
+        "FROM jsonb_array_elements(%(sides)s::jsonb) WITH ORDINALITY AS e(x, n)), "
         f"written AS (INSERT INTO aml_movements ({', '.join(name for name, _ in inserted)}) "
         f"SELECT {', '.join(str(value) for _, value in inserted)} FROM s) "
         f"SELECT s.n, a.* FROM s CROSS JOIN LATERAL ({lateral}) AS a"

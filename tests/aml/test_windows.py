@@ -194,7 +194,7 @@ def test_the_set_statement_reads_each_customer_on_its_index(
     [(movement, measures)] = _sides(clock, customers[:1], "c")
     values = windows._values(movement, measures)
     sql = windows._set_statement(("explain",), list(measures.values()), values)
-    params = {f"a{j}": [value] for j, value in enumerate(values)}
+    params = windows._set_params([values])
 
     def explain(session: Any) -> str:
         driver = session.connection().connection.driver_connection
