@@ -284,6 +284,9 @@ class OutboxProcessor:
                 last_error=None,
                 attempts=OutboxEvent.attempts + 1,
             )
+            # The claimed objects are not read again before the commit expires them:
+            # evaluating the new values on each of them in Python would be wasted.
+            .execution_options(synchronize_session=False)
         )
         return [
             _Outcome(e.event_type, "done", max((processed - e.created_at).total_seconds(), 0.0))
