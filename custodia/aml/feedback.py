@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from custodia.aml.models import AmlAlert
 from custodia.core.actors import Context
+from custodia.core.db import one_of
 from custodia.core.vault import Vault
 from custodia.kyc.customers import rerate
 from custodia.kyc.models import Customer
@@ -52,7 +53,7 @@ def behaviour_scores(session: Session, customer_ids: Iterable[str]) -> dict[str,
             func.count().filter(AmlAlert.decision == "reported"),
             func.max(AmlAlert.score).filter(AmlAlert.status != "closed"),
         )
-        .where(AmlAlert.customer_id.in_(wanted))
+        .where(one_of(session, AmlAlert.customer_id, wanted))
         .group_by(AmlAlert.customer_id)
     ).all()
     for customer_id, reported, strongest in rows:
@@ -99,7 +100,7 @@ class RatingFeedback:
             return
         customers = session.scalars(
             select(Customer)
-            .where(Customer.id.in_(sorted(wanted)))
+            .where(one_of(session, Customer.id, sorted(wanted)))
             .order_by(Customer.id)
             .with_for_update()
         ).all()  # only synthetic test movements have no customer row

@@ -41,6 +41,7 @@ from custodia.aml.rules import Finding, Scope
 from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 from custodia.core.actors import SYSTEM, Context
 from custodia.core.clock import Clock
+from custodia.core.db import one_of
 from custodia.core.ids import IdGenerator
 from custodia.core.metrics import MonitoringBacklog
 from custodia.core.models import OutboxEvent
@@ -75,7 +76,7 @@ def subjects(session: Session, *customer_ids: str) -> dict[str, Subject]:
             Customer.risk_level,
             Customer.screening_status,
             Customer.nationality,
-        ).where(Customer.id.in_(wanted))
+        ).where(one_of(session, Customer.id, wanted))
     ).all()
     return {row.id: Subject(*row) for row in rows}
 
@@ -277,7 +278,9 @@ def _runs(sides: list[_Side]) -> Iterator[list[_Side]]:
 def records(session: Session, transaction_ids: Sequence[str]) -> dict[str, Record]:
     """Return what monitoring reads of these transaction records (one query), by id."""
     rows = session.execute(
-        select(*RECORD_COLUMNS).where(PaymentTransaction.id.in_(sorted(set(transaction_ids))))
+        select(*RECORD_COLUMNS).where(
+            one_of(session, PaymentTransaction.id, sorted(set(transaction_ids)))
+        )
     ).all()
     found = {row.id: Record(*row) for row in rows}
     missing = [t for t in transaction_ids if t not in found]

@@ -30,7 +30,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import groupby
@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Text, any_, bindparam, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -163,6 +163,20 @@ def _execute_deferred(session: Session, deferred: list[tuple[Any, dict[str, Any]
 def upsert_insert(session: Session) -> Any:
     """Return the INSERT construct of the session's backend (``on_conflict_do_…`` included)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def one_of(session: Session, column: Any, values: Iterable[str]) -> Any:
+    """Return ``column IN values`` for a batch of text keys, as the session's backend likes it.
+
+    On PostgreSQL one array parameter (``= ANY(%s)``): an expanded ``IN`` of more than 50
+    values is a statement psycopg will not cache, so it scans the whole text for ``%s``
+    again on every execution, in Python — that was 7 % of a monitoring worker's time for
+    a batch's hundred customers. SQLite takes the plain ``IN``.
+    """
+    found = list(values)
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(found)
+    return column == any_(bindparam(None, found, type_=postgresql.ARRAY(Text)))
 
 
 def backend_of(engine: Engine | Connection) -> Backend:

@@ -39,7 +39,14 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from custodia.core.clock import Clock
-from custodia.core.db import Database, defer, deferred_mark, drop_deferred_since, retry_reason
+from custodia.core.db import (
+    Database,
+    defer,
+    deferred_mark,
+    drop_deferred_since,
+    one_of,
+    retry_reason,
+)
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.logging import get_logger, redact_text
 from custodia.core.metrics import Metrics, OutboxBacklog
@@ -277,7 +284,7 @@ class OutboxProcessor:
         processed = self.clock.now()
         session.execute(
             update(OutboxEvent)
-            .where(OutboxEvent.id.in_([event.id for event in events]))
+            .where(one_of(session, OutboxEvent.id, [event.id for event in events]))
             .values(
                 status="done",
                 processed_at=processed,

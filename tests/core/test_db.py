@@ -14,7 +14,14 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from custodia.core.db import Database, RetryPolicy, Sql, create_db_engine, retry_reason
+from custodia.core.db import (
+    Database,
+    RetryPolicy,
+    Sql,
+    create_db_engine,
+    one_of,
+    retry_reason,
+)
 from custodia.core.errors import ConfigError
 from custodia.core.ids import IdGenerator
 from custodia.core.metrics import Metrics
@@ -41,6 +48,28 @@ def _attempts_of(db: Database, event_id: str) -> int:
             select(OutboxEvent.attempts).where(OutboxEvent.id == event_id)
         ).scalar_one()
     )
+
+
+def test_one_of_finds_a_batch_of_keys_in_one_parameter_on_postgresql(db: Database) -> None:
+    """A hundred keys: the same rows as IN; one array parameter on PostgreSQL, not a hundred."""
+    ids = IdGenerator()
+    events = db.run(
+        lambda s: [publish(s, "test.event", {"n": n}, ids=ids, now=NOW) for n in range(120)]
+    )
+    wanted = [*events[::2][:100], "evt_unknown"]  # sixty that exist, one that does not
+
+    def found(session: Session) -> tuple[list[str], str]:
+        statement = select(OutboxEvent.id).where(one_of(session, OutboxEvent.id, wanted))
+        compiled = statement.compile(session.get_bind())
+        return sorted(session.execute(statement).scalars()), str(compiled)
+
+    rows, sql = db.run(found)
+    assert rows == sorted(events[::2])
+    if db.backend == "postgresql":
+        assert "= ANY (" in sql
+        assert sql.count("%(") == 1
+    else:
+        assert " IN (" in sql
 
 
 def test_unit_of_work_rolls_back_unless_committed(db: Database) -> None:
