@@ -25,8 +25,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import bindparam, func, select, text, true, tuple_, update
+from sqlalchemy import Executable, bindparam, func, select, text, true, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
@@ -72,6 +74,71 @@ _ALERT_UNCLOSED = text("status <> 'closed'")
 _CASE_OPEN = text("status = 'open'")
 
 
+@cache
+def _opening_case(dialect: str) -> Executable:
+    """Return the INSERT opening a case unless one is open (built once per backend)."""
+    cases = table_of(AmlCase)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(cases)
+        .values(
+            id=bindparam("id"),
+            customer_id=bindparam("customer_id"),
+            status="open",
+            opened_at=bindparam("opened_at"),
+            closed_at=None,
+        )
+        .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
+        .returning(cases.c.id)
+    )
+
+
+#: The UPDATE folding a repeated finding into its alert (built once, as :func:`_raising`).
+_EXTENDING = (
+    update(table_of(AmlAlert))
+    .where(table_of(AmlAlert).c.id == bindparam("b_id"))
+    .values(
+        **{
+            name: bindparam(f"b_{name}", type_=table_of(AmlAlert).c[name].type)
+            for name in ("score", "severity", "details", "updated_at")
+        }
+    )
+)
+
+#: What a new alert's row takes from :func:`raise_alert` (the rest is fixed).
+_NEW_ALERT = (
+    "id", "case_id", "customer_id", "rule", "rule_version", "params", "pattern", "score",
+    "severity", "details", "due_at", "created_at",
+)  # fmt: skip
+
+
+@cache
+def _raising(dialect: str) -> Executable:
+    """Return the INSERT of a new alert unless its pattern's is unclosed (once per backend).
+
+    The monitoring worker raises alerts by the thousand: a statement built once is
+    compiled once and its cache key computed once, not per alert.
+    """
+    alerts = table_of(AmlAlert)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(alerts)
+        .values(
+            **{name: bindparam(name, type_=alerts.c[name].type) for name in _NEW_ALERT},
+            status="open",
+            decision=None,
+            assignee=None,
+            updated_at=bindparam("created_at", type_=alerts.c.created_at.type),
+            closed_at=None,
+            closed_by=None,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
+        )
+        .returning(alerts.c.id)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DuePolicy:
     """How long an alert may wait for its decision, by severity (settings)."""
@@ -110,20 +177,13 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
     the partial UNIQUE index of open cases it does nothing, and the open case is read.
     """
     cases = table_of(AmlCase)
+    opening = _opening_case(session.get_bind().dialect.name)
     for _ in range(3):
         opened = (
             session.connection()
             .execute(
-                upsert_insert(session)(cases)
-                .values(
-                    id=ids.new(IdPrefix.CASE),
-                    customer_id=customer_id,
-                    status="open",
-                    opened_at=ctx.now,
-                    closed_at=None,
-                )
-                .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
-                .returning(cases.c.id)
+                opening,
+                {"id": ids.new(IdPrefix.CASE), "customer_id": customer_id, "opened_at": ctx.now},
             )
             .scalar_one_or_none()
         )
@@ -260,14 +320,14 @@ def _extend(
     if added or stronger:
         score = max(alert.score, finding.score)
         session.connection().execute(
-            update(table_of(AmlAlert))
-            .where(table_of(AmlAlert).c.id == alert.id)
-            .values(
-                score=score,
-                severity=severity_of(score),
-                details=finding.details,
-                updated_at=ctx.now,
-            )
+            _EXTENDING,
+            {
+                "b_id": alert.id,
+                "b_score": score,
+                "b_severity": severity_of(score),
+                "b_details": finding.details,
+                "b_updated_at": ctx.now,
+            },
         )
         audit.record(
             session,
@@ -314,35 +374,24 @@ def raise_alert(
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
-    insert = upsert_insert(session)
     inserted = (
         session.connection()
         .execute(
-            insert(table_of(AmlAlert))
-            .values(
-                id=alert_id,
-                case_id=case_id,
-                customer_id=customer_id,
-                rule=state.rule.key,
-                rule_version=state.version,
-                params=state.params_dict(),
-                pattern=finding.pattern[:100],
-                score=finding.score,
-                severity=severity,
-                details=finding.details,
-                status="open",
-                decision=None,
-                assignee=None,
-                due_at=due.due(severity, ctx.now),
-                created_at=ctx.now,
-                updated_at=ctx.now,
-                closed_at=None,
-                closed_by=None,
-            )
-            .on_conflict_do_nothing(
-                index_elements=["customer_id", "rule", "pattern"], index_where=_ALERT_UNCLOSED
-            )
-            .returning(table_of(AmlAlert).c.id)
+            _raising(session.get_bind().dialect.name),
+            {
+                "id": alert_id,
+                "case_id": case_id,
+                "customer_id": customer_id,
+                "rule": state.rule.key,
+                "rule_version": state.version,
+                "params": state.params_dict(),
+                "pattern": finding.pattern[:100],
+                "score": finding.score,
+                "severity": severity,
+                "details": finding.details,
+                "due_at": due.due(severity, ctx.now),
+                "created_at": ctx.now,
+            },
         )
         .scalar_one_or_none()
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,12 +18,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from custodia import aml
+from custodia.aml.alerts import Raised, raise_alert, severity_of
+from custodia.aml.config import rule_states
 from custodia.aml.models import AmlAlert, AmlAlertTransaction, AmlMovement
 from custodia.aml.monitoring import SCREENING_HIT, TRANSACTION_POSTED
+from custodia.aml.rules import Finding
 from custodia.aml.windows import Window
 from custodia.api.app import create_app
 from custodia.api.runtime import Runtime
-from custodia.core.actors import Context, Role
+from custodia.core.actors import SYSTEM, Context, Role
 from custodia.core.clock import ManualClock
 from custodia.core.metrics import Metrics
 from custodia.core.models import OutboxEvent
@@ -376,3 +380,38 @@ def test_a_runs_unclosed_alerts_are_read_in_one_query(feed: Feed, runtime: Runti
         keys[1]: b.alert_id,
     }
     assert runtime.db.run(lambda s: unclosed_alerts(s, [])) == {}
+
+
+def test_a_repeated_finding_folds_into_its_unclosed_alert(
+    runtime: Runtime, clock: ManualClock, feed: Feed
+) -> None:
+    """Duplicates are de-duplicated (issue 7 item 3): the same pattern again is the same
+    alert; a stronger finding raises its score and severity and replaces its details, a
+    weaker one with nothing new leaves it as it was."""
+    customer = feed.customer()
+
+    def found(score: int, n: int) -> Raised:
+        def work(session: Session) -> Raised:
+            [state] = [s for s in rule_states(session, clock.now()) if s.rule.key == "velocity"]
+            finding = Finding(score=score, pattern="out:burst", transactions=(), details={"n": n})
+            return raise_alert(
+                session, customer, state, finding, ctx=Context(SYSTEM, clock.now()),
+                ids=runtime.ids, due=runtime.monitoring_policy.due,
+            )  # fmt: skip
+
+        return runtime.db.run(work)
+
+    first = found(40, 1)
+    raised_at = clock.now()
+    clock.advance(timedelta(minutes=5))
+    weaker = found(30, 2)
+    [alert] = feed.alerts(customer)
+    assert (alert.score, alert.details, alert.updated_at) == (40, {"n": 1}, raised_at)
+    clock.advance(timedelta(minutes=5))
+    stronger = found(90, 3)
+    [alert] = feed.alerts(customer)
+    assert first.created and not weaker.created and not stronger.created
+    assert first.alert_id == weaker.alert_id == stronger.alert_id == alert.id
+    assert (alert.score, alert.severity, alert.details) == (90, severity_of(90), {"n": 3})
+    assert alert.updated_at == clock.now()
+    assert alert.created_at == raised_at
