@@ -19,7 +19,6 @@ zones); an alert's evidence is linked from :func:`evidence_query` inside the dat
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -57,9 +56,14 @@ MAX_ROWS = 500
 K = TypeVar("K")
 
 
-@dataclass(frozen=True, slots=True)
-class Movement:
-    """One customer side of one posted transaction (``out``: the customer paid)."""
+class Movement(msgspec.Struct, frozen=True, gc=False):
+    """One customer side of one posted transaction (``out``: the customer paid).
+
+    Monitoring's value objects are frozen msgspec structs: a worker makes dozens per event
+    (a side's measures, their totals), and a struct is built in C, ten times faster than
+    a frozen dataclass, which sets each field through ``object.__setattr__``. Holding only
+    scalars, they can be in no reference cycle, so the cyclic collector need not track them.
+    """
 
     transaction_id: str
     customer_id: str
@@ -73,8 +77,7 @@ class Movement:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
+class Subject(msgspec.Struct, frozen=True, gc=False):
     """What monitoring needs to know of a customer (K1, K2): no personal data."""
 
     customer_id: str
@@ -84,8 +87,7 @@ class Subject:
     nationality: str
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(msgspec.Struct, frozen=True, gc=False):
     """How many movements, and for how much (minor units)."""
 
     count: int
@@ -103,8 +105,7 @@ def record(session: Session, movement: Movement) -> None:
     session.execute(_INSERT_MOVEMENT, _row(movement))
 
 
-@dataclass(frozen=True, slots=True)
-class Measure:
+class Measure(msgspec.Struct, frozen=True, gc=False):
     """One aggregate a rule asks of a customer's movements in ``(since, until]``.
 
     ``kind`` is ``totals`` (count and exact sum), ``counterparties`` (how many distinct,
