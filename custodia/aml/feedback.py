@@ -33,7 +33,7 @@ from custodia.aml.models import AmlAlert
 from custodia.core.actors import Context
 from custodia.core.db import one_of
 from custodia.core.vault import Vault
-from custodia.kyc.customers import rerate
+from custodia.kyc.customers import passed_channels_of, rerate
 from custodia.kyc.models import Customer
 from custodia.kyc.rating import REPORTED_BEHAVIOUR, RatingPolicy, RiskModel
 
@@ -93,8 +93,9 @@ class RatingFeedback:
     def refresh_all(self, session: Session, wanted: Mapping[str, tuple[Context, str]]) -> None:
         """Refresh the factor and re-rate each customer, audited under its context and reason.
 
-        The customers are locked in id order (one query), their factors read in one more;
-        the ratings that changed are written by one flush.
+        The customers are locked in id order (one query), their factors read in one more,
+        the verification channels of those whose factor changed in a third; the ratings
+        that changed are written by one flush.
         """
         if not wanted:
             return
@@ -105,12 +106,11 @@ class RatingFeedback:
             .with_for_update()
         ).all()  # only synthetic test movements have no customer row
         scores = behaviour_scores(session, wanted)
+        changed = [c for c in customers if c.transaction_behaviour_score != scores[c.id]]
         with session.no_autoflush:  # the ratings' reads do not depend on each other's writes
-            for customer in customers:
-                score = scores[customer.id]
-                if customer.transaction_behaviour_score == score:
-                    continue
-                customer.transaction_behaviour_score = score
+            channels = passed_channels_of(session, changed)
+            for customer in changed:
+                customer.transaction_behaviour_score = scores[customer.id]
                 ctx, reason = wanted[customer.id]
                 rerate(
                     session,
@@ -121,6 +121,7 @@ class RatingFeedback:
                     today=ctx.now.astimezone(self.tz).date(),
                     policy=self.policy,
                     reason=reason,
+                    channels=channels[customer.id],
                 )
         session.flush()
 

@@ -17,6 +17,8 @@ from custodia.api.runtime import Runtime
 from custodia.core.actors import Role
 from custodia.core.clock import ManualClock
 from custodia.core.settings import Settings
+from custodia.kyc.customers import passed_channels, passed_channels_of
+from custodia.kyc.models import Customer
 from custodia.kyc.rating import RiskInputs, RiskModel, rate
 from tests.accounts.conftest import onboard
 from tests.aml.conftest import CNY, Feed
@@ -200,3 +202,32 @@ def test_a_batch_re_rates_a_customer_once_after_all_of_its_alerts(
     )
     # Each from its strongest unresolved alert (the listed: their own): 90 → 9, 70 → 7.
     assert scores == {payer.id: 9, listed[0].id: 7, listed[1].id: 9}
+
+
+def test_the_channels_of_a_batch_of_customers_are_read_as_one_by_one(
+    client: Client, runtime: Runtime, clock: ManualClock, app: dict[str, str]
+) -> None:
+    """The batch's re-rating reads every customer's verified channels in one query: the
+    channels of each one's current document, as :func:`passed_channels` reads them."""
+    people = [onboard(client, app, clock, account_class=c) for c in ("I", "II")]
+    # A face-to-face check of an earlier document no longer counts.
+    runtime.db.run(
+        lambda s: s.execute(
+            text(
+                "INSERT INTO verifications (id, customer_id, channel, adapter, result, "
+                "document_version, actor_kind, actor_id, created_at) VALUES ('ver_old', :c, "
+                "'face_to_face', 'branch', 'passed', 0, 'staff', 'stf_x', :at)"
+            ),
+            {"c": people[0].id, "at": clock.now()},
+        )
+    )
+
+    def both(session: Any) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+        customers = [session.get(Customer, p.id) for p in people]
+        single = {c.id: passed_channels(session, c) for c in customers}
+        return passed_channels_of(session, customers), single
+
+    together, single = runtime.db.run(both)
+    assert together == single
+    assert "face_to_face" not in together[people[0].id]
+    assert 0 < len(together[people[0].id]) < len(together[people[1].id])  # not vacuous
