@@ -69,15 +69,20 @@ def subjects(session: Session, *customer_ids: str) -> dict[str, Subject]:
     wanted = sorted(set(customer_ids))
     if not wanted:
         return {}
-    rows = session.execute(
-        select(
-            Customer.id,
-            Customer.type,
-            Customer.risk_level,
-            Customer.screening_status,
-            Customer.nationality,
-        ).where(one_of(session, Customer.id, wanted))
-    ).all()
+    # Core, not the ORM session: plain rows, no entities (per batch, on the worker's path).
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                Customer.id,
+                Customer.type,
+                Customer.risk_level,
+                Customer.screening_status,
+                Customer.nationality,
+            ).where(one_of(session, Customer.id, wanted))
+        )
+        .all()
+    )
     return {row.id: Subject(*row) for row in rows}
 
 
@@ -277,11 +282,15 @@ def _runs(sides: list[_Side]) -> Iterator[list[_Side]]:
 
 def records(session: Session, transaction_ids: Sequence[str]) -> dict[str, Record]:
     """Return what monitoring reads of these transaction records (one query), by id."""
-    rows = session.execute(
-        select(*RECORD_COLUMNS).where(
-            one_of(session, PaymentTransaction.id, sorted(set(transaction_ids)))
+    rows = (
+        session.connection()
+        .execute(
+            select(*RECORD_COLUMNS).where(
+                one_of(session, PaymentTransaction.id, sorted(set(transaction_ids)))
+            )
         )
-    ).all()
+        .all()
+    )
     found = {row.id: Record(*row) for row in rows}
     missing = [t for t in transaction_ids if t not in found]
     if missing:
