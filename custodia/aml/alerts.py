@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from functools import cache
 
 from sqlalchemy import Executable, bindparam, func, select, text, true, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
@@ -47,7 +46,7 @@ from custodia.aml.rules import Finding
 from custodia.aml.windows import evidence_query
 from custodia.core import audit
 from custodia.core.actors import Context, Role
-from custodia.core.db import upsert_insert
+from custodia.core.db import insert_of, upsert_insert
 from custodia.core.errors import NotFound
 from custodia.core.ids import IdGenerator, IdPrefix
 from custodia.core.models import table_of
@@ -78,8 +77,8 @@ _CASE_OPEN = text("status = 'open'")
 def _opening_case(dialect: str) -> Executable:
     """Return the INSERT opening a case unless one is open (built once per backend)."""
     cases = table_of(AmlCase)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
+    insert = insert_of(dialect)
+    statement: Executable = (
         insert(cases)
         .values(
             id=bindparam("id"),
@@ -91,6 +90,7 @@ def _opening_case(dialect: str) -> Executable:
         .on_conflict_do_nothing(index_elements=["customer_id"], index_where=_CASE_OPEN)
         .returning(cases.c.id)
     )
+    return statement
 
 
 #: The UPDATE folding a repeated finding into its alert (built once, as :func:`_raising`).
@@ -120,8 +120,8 @@ def _raising(dialect: str) -> Executable:
     compiled once and its cache key computed once, not per alert.
     """
     alerts = table_of(AmlAlert)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
+    insert = insert_of(dialect)
+    statement: Executable = (
         insert(alerts)
         .values(
             **{name: bindparam(name, type_=alerts.c[name].type) for name in _NEW_ALERT},
@@ -137,6 +137,7 @@ def _raising(dialect: str) -> Executable:
         )
         .returning(alerts.c.id)
     )
+    return statement
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,7 +162,12 @@ def _execute_deferred(session: Session, deferred: list[tuple[Any, dict[str, Any]
 
 def upsert_insert(session: Session) -> Any:
     """Return the INSERT construct of the session's backend (``on_conflict_do_…`` included)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert_of(session.get_bind().dialect.name)
+
+
+def insert_of(dialect: str) -> Any:
+    """Return the INSERT construct of the backend named ``dialect`` (see :func:`upsert_insert`)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def one_of(session: Session, column: Any, values: Iterable[str]) -> Any:
