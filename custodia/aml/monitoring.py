@@ -204,9 +204,12 @@ def _findings(
     side: _Side, answers: dict[tuple[int, str], Any]
 ) -> list[tuple[config.RuleState, Finding]]:
     """Run every enabled rule on the side's figures; return what they found."""
+    by_rule: dict[int, dict[str, Any]] = {}
+    for (n, name), value in answers.items():
+        by_rule.setdefault(n, {})[name] = value
     found: list[tuple[config.RuleState, Finding]] = []
     for n, state in enumerate(side.enabled):
-        figures = Figures({name: value for (i, name), value in answers.items() if i == n})
+        figures = Figures(by_rule.get(n, {}))
         finding = state.rule.evaluate(side.movement, side.scope, state.params, figures)
         if finding is not None:
             found.append((state, finding))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -154,11 +155,13 @@ _VALUED = (
     "since", "until", "direction", "min_amount", "below_amount", "multiple_of", "other_than",
     "near_hour", "zone",
 )  # fmt: skip
+#: A measure's valued conditions as a tuple, in the order of ``_VALUED`` (one C call).
+_valued = attrgetter(*_VALUED)
 
 
 def _shape(m: Measure) -> tuple[Any, ...]:
     """Return what decides the SQL text of a measure (its values aside)."""
-    return (m.kind, m.cash, m.cross_border, m.own_cards, *(getattr(m, f) is None for f in _VALUED))
+    return (m.kind, m.cash, m.cross_border, m.own_cards, *(v is None for v in _valued(m)))
 
 
 def _conditions(
@@ -303,7 +306,7 @@ class Window:
         since, until = _range(measures)
         binder.add(customer_id, since, until)
         for m in measures.values():
-            binder.add(*(getattr(m, f) for f in _VALUED if getattr(m, f) is not None))
+            binder.add(*(value for value in _valued(m) if value is not None))
         key = (
             self.session.get_bind().dialect.name,
             tuple(_shape(m) for m in measures.values()),
@@ -470,7 +473,7 @@ def _values(movement: Movement, measures: Mapping[Any, Measure]) -> list[Any]:
     since, until = _range(measures) if measures else (movement.at, movement.at)
     found = [movement.customer_id, since, until, *_row(movement).values()]
     for m in measures.values():
-        found.extend(value for f in _VALUED if (value := getattr(m, f)) is not None)
+        found.extend(value for value in _valued(m) if value is not None)
     return found
 
 
