@@ -103,22 +103,13 @@ def decrypt_field(
 
 def passed_channels(session: Session, customer: Customer) -> tuple[str, ...]:
     """Return the channels passed for the customer's current document, sorted."""
-    rows = session.execute(
-        select(Verification.channel)
-        .where(
-            Verification.customer_id == customer.id,
-            Verification.result == "passed",
-            Verification.document_version == customer.document_version,
-        )
-        .distinct()
-    ).scalars()
-    return tuple(sorted(rows))
+    return passed_channels_of(session, [customer])[customer.id]
 
 
 def passed_channels_of(
     session: Session, customers: Sequence[Customer]
 ) -> dict[str, tuple[str, ...]]:
-    """Return :func:`passed_channels` of many customers by id, in one query."""
+    """Return each customer's channels passed for its current document, sorted, in one query."""
     if not customers:
         return {}
     versions = {customer.id: customer.document_version for customer in customers}
