@@ -22,16 +22,19 @@ States (issue 7 item 3)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Executable, bindparam, func, select, text, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from custodia.access.models import Staff
 from custodia.accounts.models import PaymentAccount, PaymentTransaction
+from custodia.aml import windows
 from custodia.aml.actions import RELEASING_DECISIONS, release_on_decision
 from custodia.aml.config import RuleState
 from custodia.aml.errors import (
@@ -43,7 +46,7 @@ from custodia.aml.errors import (
 from custodia.aml.feedback import RatingFeedback, Rerating
 from custodia.aml.models import AmlAlert, AmlAlertNote, AmlAlertTransaction, AmlCase
 from custodia.aml.rules import Finding
-from custodia.aml.windows import evidence_query
+from custodia.aml.windows import Measure, evidence_query
 from custodia.core import audit
 from custodia.core.actors import Context, Role
 from custodia.core.db import insert_of, upsert_insert
@@ -207,7 +210,7 @@ def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGener
 def _link(
     session: Session, alert_id: str, customer_id: str, finding: Finding, now: datetime
 ) -> int:
-    """Link the finding's transactions the alert does not list yet; return how many.
+    """Link the finding's transactions the alert does not list yet; return how many (SQLite).
 
     INSERT … ON CONFLICT DO NOTHING RETURNING: the primary key (alert, transaction) skips
     the known ones and only the new ones come back. A finding's window of evidence
@@ -246,6 +249,78 @@ def _link(
             .all()
         )
     return added
+
+
+#: One alert's links to make: (alert, customer, finding, when).
+_Links = tuple[str, str, Finding, datetime]
+
+#: Linking listed transactions to alerts, many at once (PostgreSQL; rows as JSON).
+_LINK_LISTED = (
+    "INSERT INTO aml_alert_transactions (alert_id, transaction_id, added_at) "
+    "SELECT e.x->>0, e.x->>1, (e.x->>2)::timestamptz "
+    "FROM jsonb_array_elements(%(rows)s::jsonb) AS e(x) "
+    "ON CONFLICT (alert_id, transaction_id) DO NOTHING RETURNING alert_id"
+)
+#: The statements linking many alerts' evidence windows, by the shape of the window.
+_LINK_WINDOWS: dict[tuple[Any, ...], str] = {}
+
+
+def _link_windows(measure: Measure, sample: list[Any]) -> str:
+    """Return the statement linking the evidence of many alerts whose windows look alike.
+
+    Its rows (JSON, :func:`windows.json_param`) are (alert, when, customer, the window's
+    values); each row's evidence is the window's query lateral-joined to it, so the
+    transaction ids never travel. Built once per shape of window, so prepared once.
+    """
+    shape = windows.evidence_shape(measure)
+    found = _LINK_WINDOWS.get(shape)
+    if found is None:
+        slots = (f"s.v{j}" for j in range(2, len(sample)))
+        evidence = windows.evidence_sql(measure, lambda: next(slots))
+        found = _LINK_WINDOWS[shape] = (
+            f"WITH s AS (SELECT {windows.json_columns(sample)} "  # noqa: S608
+            "FROM jsonb_array_elements(%(rows)s::jsonb) AS e(x)) "
+            "INSERT INTO aml_alert_transactions (alert_id, transaction_id, added_at) "
+            f"SELECT s.v0, m.transaction_id, s.v1 FROM s CROSS JOIN LATERAL ({evidence}) AS m "
+            "ON CONFLICT (alert_id, transaction_id) DO NOTHING RETURNING alert_id"
+        )
+    return found
+
+
+def _link_all(session: Session, links: Sequence[_Links]) -> list[int]:
+    """Link each finding's transactions to its alert; return how many each alert gained.
+
+    On PostgreSQL every link of a run goes out in one pipeline: one statement for the
+    listed transactions and one per shape of evidence window, each taking its rows as one
+    JSON parameter (the shapes of a run's windows are a handful; its alerts a hundred).
+    The listed transactions go first, so a transaction both listed and in the window
+    counts once, as one by one. Elsewhere, :func:`_link` per alert. The alerts must differ.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return [_link(session, *link) for link in links]
+    listed = [
+        (alert_id, transaction_id, now)
+        for alert_id, _, finding, now in links
+        for transaction_id in dict.fromkeys(finding.transactions)
+    ]
+    planned = [(_LINK_LISTED, {"rows": windows.json_param(listed)})] if listed else []
+    by_shape: dict[tuple[Any, ...], list[list[Any]]] = {}
+    sample: dict[tuple[Any, ...], Measure] = {}
+    for alert_id, customer_id, finding, now in links:
+        if finding.evidence is not None:
+            shape = windows.evidence_shape(finding.evidence)
+            sample.setdefault(shape, finding.evidence)
+            by_shape.setdefault(shape, []).append(
+                [alert_id, now, *windows.evidence_values(customer_id, finding.evidence)]
+            )
+    planned += [
+        (_link_windows(sample[shape], rows[0]), {"rows": windows.json_param(rows)})
+        for shape, rows in by_shape.items()
+    ]
+    added = Counter(
+        row[0] for rows in windows.pipelined(session.connection(), planned) for row in rows
+    )
+    return [added[alert_id] for alert_id, *_ in links]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,42 +380,97 @@ def unclosed_alerts(session: Session, keys: Iterable[AlertKey]) -> dict[AlertKey
     return {(row[0], row[1], row[2]): _Unclosed(row[3], row[4], row[5]) for row in rows}
 
 
-def _extend(
+@dataclass(frozen=True, slots=True)
+class _Extension:
+    """A repeated finding and the unclosed alert it folds into."""
+
+    alert: _Unclosed
+    customer_id: str
+    state: RuleState
+    finding: Finding
+    ctx: Context
+
+
+def _extend_all(
+    session: Session, extensions: Sequence[_Extension], *, rating: Rerating | None
+) -> list[Raised]:
+    """Fold repeated findings into their unclosed alerts: new transactions, the higher score.
+
+    Every alert's links in one round trip (:func:`_link_all`), then every changed alert's
+    UPDATE as one executemany (pipelined by psycopg): two round trips for a run's
+    extensions, not three per alert. The alerts must differ (a run's customers do).
+    """
+    added = _link_all(
+        session, [(e.alert.id, e.customer_id, e.finding, e.ctx.now) for e in extensions]
+    )
+    updates: list[dict[str, Any]] = []
+    for extension, count in zip(extensions, added, strict=True):
+        alert, finding, ctx = extension.alert, extension.finding, extension.ctx
+        stronger = finding.score > alert.score
+        if count or stronger:
+            score = max(alert.score, finding.score)
+            updates.append(
+                {
+                    "b_id": alert.id,
+                    "b_score": score,
+                    "b_severity": severity_of(score),
+                    "b_details": finding.details,
+                    "b_updated_at": ctx.now,
+                }
+            )
+            audit.record(
+                session,
+                ctx,
+                audit.AuditAction.AML_ALERT_UPDATED,
+                target=alert.id,
+                customer_id=extension.customer_id,
+                details={
+                    "rule": extension.state.rule.key,
+                    "added_transactions": count,
+                    "score": score,
+                },
+            )
+        if stronger and rating is not None:
+            rating.refresh(session, extension.customer_id, ctx=ctx, reason="aml_alert_updated")
+    if updates:
+        session.connection().execute(_EXTENDING, updates)
+    return [Raised(e.alert.id, e.alert.case_id, created=False) for e in extensions]
+
+
+#: A finding to put in the queue: (customer, its rule's state, the finding, its context).
+Found = tuple[str, RuleState, Finding, Context]
+
+
+def raise_alerts(
     session: Session,
-    alert: _Unclosed,
-    customer_id: str,
-    state: RuleState,
-    finding: Finding,
+    found: Sequence[Found],
     *,
-    ctx: Context,
+    ids: IdGenerator,
+    due: DuePolicy,
     rating: Rerating | None,
-) -> Raised:
-    """Fold a repeated finding into its unclosed alert: new transactions, the higher score."""
-    added = _link(session, alert.id, customer_id, finding, ctx.now)
-    stronger = finding.score > alert.score
-    if added or stronger:
-        score = max(alert.score, finding.score)
-        session.connection().execute(
-            _EXTENDING,
-            {
-                "b_id": alert.id,
-                "b_score": score,
-                "b_severity": severity_of(score),
-                "b_details": finding.details,
-                "b_updated_at": ctx.now,
-            },
-        )
-        audit.record(
-            session,
-            ctx,
-            audit.AuditAction.AML_ALERT_UPDATED,
-            target=alert.id,
-            customer_id=customer_id,
-            details={"rule": state.rule.key, "added_transactions": added, "score": score},
-        )
-    if stronger and rating is not None:
-        rating.refresh(session, customer_id, ctx=ctx, reason="aml_alert_updated")
-    return Raised(alert.id, alert.case_id, created=False)
+    known: dict[AlertKey, _Unclosed],
+) -> list[Raised]:
+    """Put a run's findings in the queue, in order of ``found`` (see :func:`raise_alert`).
+
+    ``known``: the run's unclosed alerts, from :func:`unclosed_alerts`. A finding of a new
+    pattern raises its alert as :func:`raise_alert` does; the repeated ones are folded into
+    theirs together (:func:`_extend_all`). The findings must be of distinct alerts (a run's
+    customers are distinct, and a rule finds one pattern per side).
+    """
+    raised: dict[int, Raised] = {}
+    extending: list[tuple[int, _Extension]] = []
+    for n, (customer_id, state, finding, ctx) in enumerate(found):
+        existing = known.get((customer_id, state.rule.key, finding.pattern[:100]))
+        if existing is None:
+            raised[n] = raise_alert(
+                session, customer_id, state, finding,
+                ctx=ctx, ids=ids, due=due, rating=rating, known=known,
+            )  # fmt: skip
+        else:
+            extending.append((n, _Extension(existing, customer_id, state, finding, ctx)))
+    extended = _extend_all(session, [e for _, e in extending], rating=rating)
+    raised.update((n, r) for (n, _), r in zip(extending, extended, strict=True))
+    return [raised[n] for n in range(len(found))]
 
 
 def raise_alert(
@@ -371,7 +501,8 @@ def raise_alert(
         else known.get((customer_id, state.rule.key, finding.pattern[:100]))
     )
     if existing is not None:
-        return _extend(session, existing, customer_id, state, finding, ctx=ctx, rating=rating)
+        extension = _Extension(existing, customer_id, state, finding, ctx)
+        return _extend_all(session, [extension], rating=rating)[0]
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
@@ -399,8 +530,9 @@ def raise_alert(
     if inserted is None:
         winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
         assert winner is not None  # noqa: S101 - the conflicting row is committed
-        return _extend(session, winner, customer_id, state, finding, ctx=ctx, rating=rating)
-    linked = _link(session, alert_id, customer_id, finding, ctx.now)
+        extension = _Extension(winner, customer_id, state, finding, ctx)
+        return _extend_all(session, [extension], rating=rating)[0]
+    (linked,) = _link_all(session, [(alert_id, customer_id, finding, ctx.now)])
     audit.record(
         session,
         ctx,

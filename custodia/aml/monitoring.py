@@ -35,8 +35,8 @@ from sqlalchemy.orm import Session
 
 from custodia.accounts.models import PaymentTransaction
 from custodia.aml import config
-from custodia.aml.alerts import AlertKey, DuePolicy, Raised, raise_alert, unclosed_alerts
-from custodia.aml.feedback import DeferredRating, RatingFeedback, Rerating
+from custodia.aml.alerts import DuePolicy, Raised, raise_alert, raise_alerts, unclosed_alerts
+from custodia.aml.feedback import DeferredRating, RatingFeedback
 from custodia.aml.rules import Finding, Scope
 from custodia.aml.windows import OWN_CARD, Figures, Measure, Movement, Subject, Window
 from custodia.core.actors import SYSTEM, Context
@@ -216,27 +216,6 @@ def _findings(
     return found
 
 
-def _raise(
-    session: Session,
-    side: _Side,
-    found: list[tuple[config.RuleState, Finding]],
-    *,
-    policy: MonitoringPolicy,
-    ids: IdGenerator,
-    known: dict[AlertKey, Any] | None = None,
-    rating: Rerating | None = None,
-) -> list[Raised]:
-    """Raise or update the alerts of a side's findings (re-rating by ``policy`` by default)."""
-    rating = rating if rating is not None else policy.rating
-    return [
-        raise_alert(
-            session, side.movement.customer_id, state, finding,
-            ctx=side.ctx, ids=ids, due=policy.due, rating=rating, known=known,
-        )
-        for state, finding in found
-    ]  # fmt: skip
-
-
 def _conclude(
     session: Session,
     side: _Side,
@@ -246,7 +225,13 @@ def _conclude(
     ids: IdGenerator,
 ) -> list[Raised]:
     """Run every enabled rule on the side's figures; raise or update their alerts."""
-    return _raise(session, side, _findings(side, answers), policy=policy, ids=ids)
+    return [
+        raise_alert(
+            session, side.movement.customer_id, state, finding,
+            ctx=side.ctx, ids=ids, due=policy.due, rating=policy.rating,
+        )
+        for state, finding in _findings(side, answers)
+    ]  # fmt: skip
 
 
 def observe(
@@ -375,10 +360,18 @@ def evaluate_transactions(
                 for state, finding in findings
             ],
         )
-        for side, findings in zip(run, concluded, strict=True):
-            raised += _raise(
-                session, side, findings, policy=policy, ids=ids, known=known, rating=rating
-            )
+        raised += raise_alerts(
+            session,
+            [
+                (side.movement.customer_id, state, finding, side.ctx)
+                for side, findings in zip(run, concluded, strict=True)
+                for state, finding in findings
+            ],
+            ids=ids,
+            due=policy.due,
+            rating=rating,
+            known=known,
+        )
     if rating is not None:
         rating.settle(session)
     return raised

@@ -293,7 +293,7 @@ class Window:
             sql = _set_statement(shapes, list(sides[members[0]][1].values()), values[0])
             planned.append((sql, _set_params(values)))
         answers: list[dict[K, Any]] = [{} for _ in sides]
-        results = _pipelined(self.session.connection(), planned)
+        results = pipelined(self.session.connection(), planned)
         for members, rows in zip(groups.values(), results, strict=True):
             for row in rows:
                 n = members[row[0] - 1]  # WITH ORDINALITY counts from 1
@@ -481,14 +481,68 @@ def _values(movement: Movement, measures: Mapping[Any, Measure]) -> list[Any]:
 _TYPES = {str: "text", int: "bigint", bool: "boolean", datetime: "timestamptz"}
 
 
-def _set_params(values: list[list[Any]]) -> dict[str, str]:
-    """Return the set statement's one parameter: every side's values (:func:`_values`).
+def json_param(values: Sequence[Sequence[Any]]) -> str:
+    """Return rows of values as one JSON document (a set statement's one parameter).
 
-    One JSON document, encoded in C: psycopg's array dumpers adapt, quote and escape each
-    element in Python, which cost ~0.13 ms per side (a run's twenty arrays of a hundred
-    values), more than the statement itself. Instants go as RFC 3339 text with their offset.
+    Encoded in C: psycopg's array dumpers adapt, quote and escape each element in Python,
+    which cost ~0.13 ms per side (a run's twenty arrays of a hundred values), more than the
+    statement itself. Instants go as RFC 3339 text with their offset.
     """
-    return {"sides": msgspec.json.encode(values).decode()}
+    return msgspec.json.encode(values).decode()
+
+
+def _set_params(values: list[list[Any]]) -> dict[str, str]:
+    """Return the set statement's one parameter: every side's values (:func:`_values`)."""
+    return {"sides": json_param(values)}
+
+
+def json_columns(sample: Sequence[Any]) -> str:
+    """Return the SELECT list reading each JSON row ``e.x`` like ``sample`` as ``v0``, ``v1``….
+
+    Each element cast to the PostgreSQL type of the sample's value (:data:`_TYPES`); the
+    rows come from ``jsonb_array_elements(…) AS e(x)`` over a document of
+    :func:`_set_params`' form.
+    """
+    try:
+        return ", ".join(
+            f"(e.x->>{j})::{_TYPES[type(value)]} AS v{j}" for j, value in enumerate(sample)
+        )
+    except KeyError as exc:
+        raise TypeError(f"no column type for a measure value of {exc}") from None
+
+
+def evidence_shape(measure: Measure) -> tuple[Any, ...]:
+    """Return what decides the text of :func:`evidence_sql` for ``measure`` (values aside)."""
+    return _shape(measure)
+
+
+def evidence_values(customer_id: str, measure: Measure) -> list[Any]:
+    """Return the values :func:`evidence_sql` reads from its slots, in order."""
+    return [customer_id, *(value for value in _valued(measure) if value is not None)]
+
+
+def evidence_sql(measure: Measure, slot: Callable[[], str]) -> str:
+    """Return :func:`evidence_query` as PostgreSQL text, its values read from SQL slots.
+
+    ``slot()`` names, in turn, the SQL expression holding each of
+    :func:`evidence_values`' values (e.g. ``s.v2``): a set statement lateral-joins it to
+    the rows of many alerts' evidence at once (:mod:`custodia.aml.alerts`). The text is
+    the same for every measure of the same :func:`evidence_shape`.
+    """
+    table = table_of(AmlMovement)
+
+    def ref(_value: Any = None) -> ColumnElement[Any]:
+        return literal_column(slot())
+
+    customer = ref()
+    query = (
+        select(table.c.transaction_id)
+        .where(table.c.customer_id == customer, *_conditions(measure, table.c, ref))
+        .order_by(table.c.at, table.c.id)
+        .limit(MAX_ROWS)
+    )
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 #: The set statements built so far, by the shapes of their measures.
@@ -532,15 +586,9 @@ def _set_statement(shapes: tuple[Any, ...], measures: list[Measure], sample: lis
         if measures
         else "SELECT"
     )
-    try:
-        columns = ", ".join(
-            f"(e.x->>{j})::{_TYPES[type(value)]} AS v{j}" for j, value in enumerate(sample)
-        )
-    except KeyError as exc:
-        raise TypeError(f"no column type for a measure value of {exc}") from None
     # Only names and the compiled constants of the conditions: every value is a parameter.
     sql = (
-        f"WITH s AS (SELECT {columns}, e.n "  # noqa: S608
+        f"WITH s AS (SELECT {json_columns(sample)}, e.n "  # noqa: S608
         "FROM jsonb_array_elements(%(sides)s::jsonb) WITH ORDINALITY AS e(x, n)), "
         f"written AS (INSERT INTO aml_movements ({', '.join(name for name, _ in inserted)}) "
         f"SELECT {', '.join(str(value) for _, value in inserted)} FROM s) "
@@ -552,7 +600,7 @@ def _set_statement(shapes: tuple[Any, ...], measures: list[Measure], sample: lis
     return sql
 
 
-def _pipelined(
+def pipelined(
     connection: Connection, statements: list[tuple[str, dict[str, Any]]]
 ) -> list[list[Sequence[Any]]]:
     """Run ``statements`` in order in one psycopg pipeline; return each one's rows.
@@ -573,7 +621,7 @@ def _pipelined(
             rows = [cursor.fetchall() for cursor in cursors]
     except driver.Error as exc:
         raise DBAPIError.instance(
-            "measure pipeline", None, exc, type(driver).Error, hide_parameters=True
+            "monitoring pipeline", None, exc, type(driver).Error, hide_parameters=True
         ) from exc
     return rows
 

@@ -415,3 +415,93 @@ def test_a_repeated_finding_folds_into_its_unclosed_alert(
     assert (alert.score, alert.severity, alert.details) == (90, severity_of(90), {"n": 3})
     assert alert.updated_at == clock.now()
     assert alert.created_at == raised_at
+
+
+def test_a_runs_repeated_findings_fold_together_as_one_by_one(
+    runtime: Runtime, clock: ManualClock, feed: Feed
+) -> None:
+    """A run's findings are put in the queue together (``raise_alerts``; on PostgreSQL the
+    links of every alert in one pipeline, by shape of evidence window): each alert gains
+    exactly its listed transactions and its window's movements, counted once, and only
+    the alerts that changed are updated and audited."""
+    from custodia.aml.alerts import raise_alerts, unclosed_alerts  # noqa: PLC0415
+    from custodia.aml.windows import Measure, evidence_query  # noqa: PLC0415
+    from custodia.core import audit  # noqa: PLC0415
+
+    stronger, weaker, quiet, fresh = (feed.customer() for _ in range(4))
+    for customer in (stronger, weaker, quiet, fresh):  # history: six rows, 50 minutes apart
+        for k in range(6):
+            feed.move(customer, (k + 1) * 100 * CNY, rule="round_amount",
+                      at=clock.now() - timedelta(minutes=50 * k + 1),
+                      direction="in" if k % 2 else "out")  # fmt: skip
+    raised_at = clock.now()
+
+    def states(session: Session) -> dict[str, Any]:
+        return {s.rule.key: s for s in rule_states(session, clock.now())}
+
+    def put(session: Session, found: list[tuple[str, str, Finding]]) -> list[Raised]:
+        by_key = states(session)
+        ctx = Context(SYSTEM, clock.now())
+        known = unclosed_alerts(session, [(c, rule, f.pattern) for c, rule, f in found])
+        return raise_alerts(
+            session, [(c, by_key[rule], f, ctx) for c, rule, f in found],
+            ids=runtime.ids, due=runtime.monitoring_policy.due, rating=None, known=known,
+        )  # fmt: skip
+
+    # Each customer's first finding: an alert that lists nothing yet.
+    first = runtime.db.run(
+        lambda s: put(s, [(c, "velocity", Finding(50, "p", ())) for c in (stronger, weaker, quiet)])
+    )
+    assert all(r.created for r in first)
+    clock.advance(timedelta(minutes=5))
+    now = clock.now()
+    outs = Measure("totals", now - timedelta(hours=3), now, direction="out")
+    big = Measure("totals", now - timedelta(hours=5), now, min_amount=300 * CNY)
+    listed = ("txn_listed_only",)
+
+    def in_window(customer: str, measure: Measure) -> set[str]:
+        return set(
+            runtime.db.run(lambda s: s.execute(evidence_query(customer, measure)).scalars().all())
+        )
+
+    inside = sorted(in_window(stronger, outs))[0]  # listed and in the window: linked once
+    found = [
+        (stronger, "velocity", Finding(90, "p", (*listed, inside), {"n": 2}, evidence=outs)),
+        (weaker, "velocity", Finding(30, "p", (), {"n": 2}, evidence=big)),
+        (quiet, "velocity", Finding(40, "p", (), {"n": 2})),  # nothing new, weaker
+        (fresh, "velocity", Finding(60, "p", listed, {"n": 1}, evidence=outs)),  # a new alert
+    ]
+    raised = runtime.db.run(lambda s: put(s, found))
+    assert [r.created for r in raised] == [False, False, False, True]
+    assert [r.alert_id for r in raised[:3]] == [r.alert_id for r in first]
+    expected = {
+        stronger: in_window(stronger, outs) | set(listed),
+        weaker: in_window(weaker, big),
+        quiet: set(),
+        fresh: in_window(fresh, outs) | set(listed),
+    }
+    assert len(expected[stronger]) >= 3 and len(expected[weaker]) >= 3  # not vacuous
+    assert expected[stronger] != in_window(stronger, big)  # two shapes, two windows
+    for customer, r in zip((stronger, weaker, quiet, fresh), raised, strict=True):
+        assert set(feed.transactions(r.alert_id)) == expected[customer], customer
+    alerts = {a.customer_id: a for a in feed.alerts(rule="velocity")}
+    assert (alerts[stronger].score, alerts[stronger].details) == (90, {"n": 2})
+    assert (alerts[weaker].score, alerts[weaker].details) == (50, {"n": 2})  # kept the higher
+    assert alerts[weaker].updated_at == now
+    assert (alerts[quiet].score, alerts[quiet].details, alerts[quiet].updated_at) == (
+        50, {}, raised_at,
+    )  # fmt: skip
+
+    def updates(alert_id: str) -> list[Any]:
+        events = runtime.db.run(
+            lambda s: audit.list_events(
+                s, audit.EventFilter(target=alert_id), before_id=None, after_id=None,
+                limit=10, newest_first=False,
+            ),
+            read_only=True,
+        )  # fmt: skip
+        return [e.details["added_transactions"] for e in events if e.action == "aml:alert:updated"]
+
+    assert updates(raised[0].alert_id) == [len(expected[stronger])]
+    assert updates(raised[1].alert_id) == [len(expected[weaker])]
+    assert updates(raised[2].alert_id) == []
