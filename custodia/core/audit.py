@@ -276,6 +276,22 @@ _FIELDS = (
 
 # ------------------------------------------------------------------------------- sealing
 
+#: A sealed event's columns, in the order :func:`seal_pending` builds its rows.
+_SEALED = ("seq", *_FIELDS, "key_id", "hash", "sealed_at")
+_INSERT_SEALED = insert(AuditEvent.__table__).inline()  # type: ignore[arg-type]
+#: PostgreSQL: insert a batch of sealed events (JSON rows as ``_SEALED``) and take them out
+#: of the inbox, in one statement.
+_SEAL_PG = (
+    "WITH s AS (SELECT (e->>0)::bigint AS seq, (e->>1)::bigint AS event_id, "
+    "(e->>2)::timestamptz AS at, e->>3 AS actor_kind, e->>4 AS actor_id, e->>5 AS action, "
+    "e->>6 AS target, e->>7 AS customer_id, e->>8 AS request_id, e->>9 AS details, "
+    "e->>10 AS key_id, decode(e->>11, 'hex') AS hash, (e->>12)::timestamptz AS sealed_at "
+    "FROM jsonb_array_elements(%(rows)s::jsonb) AS e), "
+    "gone AS (DELETE FROM audit_inbox WHERE id IN (SELECT event_id FROM s)) "
+    "INSERT INTO audit_events (seq, event_id, at, actor_kind, actor_id, action, target, "
+    "customer_id, request_id, details, key_id, hash, sealed_at) SELECT * FROM s"
+)
+
 
 def seal_pending(session: Session, keys: KeyFile, now: datetime, *, limit: int = 2000) -> int:
     """Seal up to ``limit`` committed inbox events in id order; return how many."""
@@ -288,25 +304,23 @@ def seal_pending(session: Session, keys: KeyFile, now: datetime, *, limit: int =
     key_id = keys.primary_id(KeyPurpose.AUDIT)
     keyed = _KeyedHmac(keys.secret(KeyPurpose.AUDIT, key_id))
     seq, previous = head.seq, head.hash
-    sealed: list[dict[str, Any]] = []
+    sealed: list[tuple[Any, ...]] = []
     for row in rows:
         seq += 1
         previous = keyed.chain(previous, canonical_bytes(seq, *row))
-        sealed.append(
-            {
-                "seq": seq,
-                **dict(zip(_FIELDS, row, strict=True)),
-                "key_id": key_id,
-                "hash": previous,
-                "sealed_at": now,
-            }
+        sealed.append((seq, *row, key_id, previous, now))
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement moves the whole batch: its rows as one JSON document (the hash as
+        # hex), not an INSERT per event and a DELETE listing every id as a parameter.
+        rows_json = msgspec.json.encode([(*r[:-2], r[-2].hex(), r[-1]) for r in sealed])
+        session.connection().exec_driver_sql(_SEAL_PG, {"rows": rows_json.decode()})
+    else:
+        session.connection().execute(
+            _INSERT_SEALED, [dict(zip(_SEALED, r, strict=True)) for r in sealed]
         )
-    session.execute(insert(AuditEvent), sealed)
-    session.execute(
-        delete(AuditInbox)
-        .where(AuditInbox.id.in_([row[0] for row in rows]))
-        .execution_options(synchronize_session=False)
-    )
+        session.connection().execute(
+            delete(AuditInbox).where(AuditInbox.id.in_([row[0] for row in rows]))
+        )
     session.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == 1)

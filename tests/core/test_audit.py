@@ -131,6 +131,33 @@ def test_sealing_numbers_events_without_gaps_and_verification_passes(
     assert report.first_bad_seq is None
 
 
+def test_sealing_moves_each_event_unchanged_from_the_inbox(
+    db: Database, keys: KeyFile, clock: ManualClock
+) -> None:
+    """Every column of an inbox event arrives in the trail as written (PostgreSQL moves a
+    batch in one statement, its rows as JSON): text that needs escaping, absent fields,
+    an instant to the microsecond; the inbox is left empty."""
+    clock.advance(timedelta(microseconds=123_457))
+    awkward = 'quote " backslash \\ 中文 \U0001f4b0 tab\t end'
+
+    def work(session: Session) -> None:
+        audit.record(session, _ctx(clock, awkward), AuditAction.CLIENT_CREATED,
+                     target=awkward, customer_id="cus_1", details={"text": awkward})  # fmt: skip
+        audit.record(session, Context(ALICE, clock.now()), AuditAction.STAFF_LOGIN)
+
+    db.run(work)
+    columns = [getattr(AuditInbox, name) for name in audit._FIELDS[1:]]
+    written = db.run(lambda s: s.execute(select(*columns).order_by(AuditInbox.id)).all())
+    assert _seal(db, keys, clock) == 2
+    stored = [getattr(AuditEvent, name) for name in audit._FIELDS[1:]]
+    sealed = db.run(lambda s: s.execute(select(*stored).order_by(AuditEvent.seq)).all())
+    assert sealed == written
+    assert sealed[0].at == clock.now() and sealed[1].target is None
+    assert msgspec.json.decode(sealed[0].details) == {"text": awkward}
+    assert db.run(lambda s: s.execute(select(AuditInbox.id)).all()) == []
+    assert _verify(db, keys).ok
+
+
 def test_sealing_with_nothing_pending_does_nothing(
     db: Database, keys: KeyFile, clock: ManualClock
 ) -> None:
