@@ -93,20 +93,27 @@ class RatingFeedback:
     def refresh_all(self, session: Session, wanted: Mapping[str, tuple[Context, str]]) -> None:
         """Refresh the factor and re-rate each customer, audited under its context and reason.
 
-        The customers are locked in id order (one query), their factors read in one more,
-        the verification channels of those whose factor changed in a third; the ratings
-        that changed are written by one flush.
+        The customers are locked in id order (one query), their factors read in one more;
+        those whose factor changed are loaded (a third) with their verification channels (a
+        fourth), and the ratings that changed are written by one flush.
         """
         if not wanted:
             return
-        customers = session.scalars(
-            select(Customer)
+        # Locked and compared as plain rows: in a busy batch most factors do not change,
+        # and only the customers whose factor does are loaded as entities to be re-rated.
+        locked = session.execute(
+            select(Customer.id, Customer.transaction_behaviour_score)
             .where(one_of(session, Customer.id, sorted(wanted)))
             .order_by(Customer.id)
             .with_for_update()
         ).all()  # only synthetic test movements have no customer row
         scores = behaviour_scores(session, wanted)
-        changed = [c for c in customers if c.transaction_behaviour_score != scores[c.id]]
+        moved = [customer_id for customer_id, score in locked if score != scores[customer_id]]
+        if not moved:
+            return
+        changed = session.scalars(
+            select(Customer).where(one_of(session, Customer.id, moved)).order_by(Customer.id)
+        ).all()
         with session.no_autoflush:  # the ratings' reads do not depend on each other's writes
             channels = passed_channels_of(session, changed)
             for customer in changed:
