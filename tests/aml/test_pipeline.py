@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from custodia import aml
@@ -364,21 +364,31 @@ def test_a_runs_unclosed_alerts_are_read_in_one_query(feed: Feed, runtime: Runti
     """``unclosed_alerts``: the unclosed alert of each key asked, nothing for other keys."""
     from custodia.aml.alerts import unclosed_alerts  # noqa: PLC0415
 
-    first, second, quiet = feed.customer(), feed.customer(), feed.customer()
+    first, second, quiet, done = (feed.customer() for _ in range(4))
     [a] = feed.move(first, 500_000 * CNY, rule="large_value")
     [b] = feed.move(second, 500_000 * CNY, rule="large_value")
+    [c] = feed.move(done, 500_000 * CNY, rule="large_value")
+    runtime.db.run(
+        lambda s: s.execute(
+            update(AmlAlert)
+            .where(AmlAlert.id == c.alert_id)
+            .values(status="closed", decision="no_action", closed_at=AmlAlert.created_at)
+        )
+    )
     pattern = {alert.customer_id: alert.pattern for alert in feed.alerts(rule="large_value")}
     keys = [
         (first, "large_value", pattern[first]),
         (second, "large_value", pattern[second]),
         (second, "velocity", pattern[second]),  # another rule: no alert
         (quiet, "large_value", pattern[first]),  # another customer: no alert
+        (done, "large_value", pattern[done]),  # closed: no unclosed alert
     ]
     found = runtime.db.run(lambda s: unclosed_alerts(s, keys))
     assert {key: alert.id for key, alert in found.items()} == {
         keys[0]: a.alert_id,
         keys[1]: b.alert_id,
     }
+    assert found[keys[0]].score == next(x.score for x in feed.alerts(first))
     assert runtime.db.run(lambda s: unclosed_alerts(s, [])) == {}
 
 
