@@ -351,13 +351,20 @@ class Window:
 
 def evidence_query(customer_id: str, measure: Measure) -> Select[str]:
     """Return the query of the transactions ``measure`` counts: the oldest ``MAX_ROWS``."""
+    return _evidence(measure, lambda value: value, customer_id)
+
+
+def _evidence(measure: Measure, bind: Callable[[Any], Any], customer_id: Any) -> Select[str]:
+    """Return :func:`evidence_query` with its values as ``bind`` makes them.
+
+    ``bind`` is called with the customer first, then the measure's values in the order of
+    ``_VALUED`` (the order of :func:`evidence_values`).
+    """
+    table = table_of(AmlMovement)
     return (
-        select(AmlMovement.transaction_id)
-        .where(
-            AmlMovement.customer_id == customer_id,
-            *_conditions(measure, table_of(AmlMovement).c, lambda value: value),
-        )
-        .order_by(AmlMovement.at, AmlMovement.id)
+        select(table.c.transaction_id)
+        .where(table.c.customer_id == bind(customer_id), *_conditions(measure, table.c, bind))
+        .order_by(table.c.at, table.c.id)
         .limit(MAX_ROWS)
     )
 
@@ -529,18 +536,11 @@ def evidence_sql(measure: Measure, slot: Callable[[], str]) -> str:
     the rows of many alerts' evidence at once (:mod:`custodia.aml.alerts`). The text is
     the same for every measure of the same :func:`evidence_shape`.
     """
-    table = table_of(AmlMovement)
 
     def ref(_value: Any = None) -> ColumnElement[Any]:
         return literal_column(slot())
 
-    customer = ref()
-    query = (
-        select(table.c.transaction_id)
-        .where(table.c.customer_id == customer, *_conditions(measure, table.c, ref))
-        .order_by(table.c.at, table.c.id)
-        .limit(MAX_ROWS)
-    )
+    query = _evidence(measure, ref, None)
     dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
     return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
