@@ -23,7 +23,7 @@ States (issue 7 item 3)::
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -406,13 +406,26 @@ def _extend_all(
 ) -> list[Raised]:
     """Fold repeated findings into their unclosed alerts: new transactions, the higher score.
 
-    Every alert's links in one round trip (:func:`_link_all`), then every changed alert's
-    UPDATE as one executemany (pipelined by psycopg): two round trips for a run's
-    extensions, not three per alert. The alerts must differ (a run's customers do).
+    Every alert's links in one round trip (:func:`_link_all`), then :func:`_fold`. The
+    alerts must differ (a run's customers do).
     """
     added = _link_all(
         session, [(e.alert.id, e.customer_id, e.finding, e.ctx.now) for e in extensions]
     )
+    return _fold(session, extensions, added, rating=rating)
+
+
+def _fold(
+    session: Session,
+    extensions: Sequence[_Extension],
+    added: Sequence[int],
+    *,
+    rating: Rerating | None,
+) -> list[Raised]:
+    """Update and audit the extended alerts that gained transactions (``added``) or score.
+
+    Every changed alert's UPDATE as one executemany (pipelined by psycopg).
+    """
     updates: list[dict[str, Any]] = []
     for extension, count in zip(extensions, added, strict=True):
         alert, finding, ctx = extension.alert, extension.finding, extension.ctx
@@ -447,6 +460,82 @@ def _extend_all(
     return [Raised(e.alert.id, e.alert.case_id, created=False) for e in extensions]
 
 
+#: Opening many customers' cases unless one is open (PostgreSQL; rows as JSON).
+_OPEN_CASES = (
+    "INSERT INTO aml_cases (id, customer_id, status, opened_at) "
+    "SELECT e->>0, e->>1, 'open', (e->>2)::timestamptz "
+    "FROM jsonb_array_elements(%(rows)s::jsonb) AS e "
+    "ON CONFLICT (customer_id) WHERE status = 'open' DO NOTHING RETURNING customer_id, id"
+)
+#: Locking many customers' open cases (PostgreSQL; the customers as JSON).
+_LOCK_OPEN_CASES = (
+    "SELECT customer_id, id FROM aml_cases WHERE status = 'open' AND customer_id IN "
+    "(SELECT jsonb_array_elements_text(%(ids)s::jsonb)) ORDER BY id FOR UPDATE"
+)
+#: Raising many alerts unless their pattern's is unclosed (PostgreSQL; rows as JSON, in
+#: the order of ``_NEW_ALERT``).
+_RAISE_ALERTS = (
+    "INSERT INTO aml_alerts (id, case_id, customer_id, rule, rule_version, params, pattern, "
+    "score, severity, details, due_at, created_at, status, updated_at) "
+    "SELECT e->>0, e->>1, e->>2, e->>3, (e->>4)::integer, e->5, e->>6, (e->>7)::integer, "
+    "e->>8, e->9, (e->>10)::timestamptz, (e->>11)::timestamptz, 'open', "
+    "(e->>11)::timestamptz FROM jsonb_array_elements(%(rows)s::jsonb) AS e "
+    "ON CONFLICT (customer_id, rule, pattern) WHERE status <> 'closed' DO NOTHING RETURNING id"
+)
+
+
+def _open_cases(
+    session: Session, opening: Mapping[str, datetime], ids: IdGenerator
+) -> dict[str, str]:
+    """Return each customer's open case, locked, opening one where there is none.
+
+    :func:`_open_case` for many customers (PostgreSQL): one INSERT of every missing case,
+    one SELECT … FOR UPDATE of those a case was already open for; ``opening`` gives each
+    customer's instant.
+    """
+    connection = session.connection()
+    found: dict[str, str] = {}
+    wanted = dict(sorted(opening.items()))
+    for _ in range(3):
+        rows = [(ids.new(IdPrefix.CASE), customer, at) for customer, at in wanted.items()]
+        found.update(
+            connection.exec_driver_sql(_OPEN_CASES, {"rows": windows.json_param(rows)}).all()
+        )
+        missing = [customer for customer in wanted if customer not in found]
+        if missing:
+            found.update(
+                connection.exec_driver_sql(
+                    _LOCK_OPEN_CASES, {"ids": windows.json_param(missing)}
+                ).all()
+            )
+        wanted = {customer: at for customer, at in wanted.items() if customer not in found}
+        if not wanted:
+            return found
+    raise RuntimeError(f"no open case could be found or opened for {', '.join(wanted)}")
+
+
+def _audit_raised(
+    session: Session, found: Found, alert_id: str, *, case_id: str, severity: str, linked: int
+) -> None:
+    """Audit a new alert: its rule and version, score, severity, case and transactions."""
+    customer_id, state, finding, ctx = found
+    audit.record(
+        session,
+        ctx,
+        audit.AuditAction.AML_ALERT_RAISED,
+        target=alert_id,
+        customer_id=customer_id,
+        details={
+            "rule": state.rule.key,
+            "rule_version": state.version,
+            "score": finding.score,
+            "severity": severity,
+            "case_id": case_id,
+            "transactions": linked,
+        },
+    )
+
+
 #: A finding to put in the queue: (customer, its rule's state, the finding, its context).
 Found = tuple[str, RuleState, Finding, Context]
 
@@ -462,24 +551,66 @@ def raise_alerts(
 ) -> list[Raised]:
     """Put a run's findings in the queue, in order of ``found`` (see :func:`raise_alert`).
 
-    ``known``: the run's unclosed alerts, from :func:`unclosed_alerts`. A finding of a new
-    pattern raises its alert as :func:`raise_alert` does; the repeated ones are folded into
-    theirs together (:func:`_extend_all`). The findings must be of distinct alerts (a run's
-    customers are distinct, and a rule finds one pattern per side).
+    ``known``: the run's unclosed alerts, from :func:`unclosed_alerts`. The findings must
+    be of distinct alerts (a run's customers are distinct, and a rule finds one pattern per
+    side). On PostgreSQL the run goes together: the new alerts' cases opened by one
+    statement (and those already open locked by another), the new alerts inserted by one,
+    every alert's links — new and repeated — in one pipeline, the extended alerts updated
+    by one executemany; a new alert that loses its insert to another worker's of the same
+    pattern is folded into that one. Elsewhere a new alert is raised by :func:`raise_alert`.
     """
     raised: dict[int, Raised] = {}
     extending: list[tuple[int, _Extension]] = []
+    fresh: list[int] = []
     for n, (customer_id, state, finding, ctx) in enumerate(found):
         existing = known.get((customer_id, state.rule.key, finding.pattern[:100]))
-        if existing is None:
+        if existing is not None:
+            extending.append((n, _Extension(existing, customer_id, state, finding, ctx)))
+        elif session.get_bind().dialect.name == "postgresql":
+            fresh.append(n)
+        else:
             raised[n] = raise_alert(
                 session, customer_id, state, finding,
                 ctx=ctx, ids=ids, due=due, rating=rating, known=known,
             )  # fmt: skip
-        else:
-            extending.append((n, _Extension(existing, customer_id, state, finding, ctx)))
-    extended = _extend_all(session, [e for _, e in extending], rating=rating)
-    raised.update((n, r) for (n, _), r in zip(extending, extended, strict=True))
+    new: list[tuple[int, str, str, str]] = []  # (n, alert, case, severity)
+    if fresh:
+        cases = _open_cases(session, {found[n][0]: found[n][3].now for n in fresh}, ids)
+        rows = []
+        for n in fresh:
+            customer_id, state, finding, ctx = found[n]
+            severity = severity_of(finding.score)
+            new.append((n, ids.new(IdPrefix.ALERT), cases[customer_id], severity))
+            rows.append(
+                (new[-1][1], cases[customer_id], customer_id, state.rule.key, state.version,
+                 state.params_dict(), finding.pattern[:100], finding.score, severity,
+                 finding.details, due.due(severity, ctx.now), ctx.now)
+            )  # fmt: skip
+        inserted = {
+            row[0]
+            for row in session.connection().exec_driver_sql(
+                _RAISE_ALERTS, {"rows": windows.json_param(rows)}
+            )
+        }
+        for n, alert_id, _, _ in new:
+            if alert_id not in inserted:  # another worker's alert of this pattern won
+                customer_id, state, finding, ctx = found[n]
+                winner = _unclosed(session, customer_id, state.rule.key, finding.pattern)
+                assert winner is not None  # noqa: S101 - the conflicting row is committed
+                extending.append((n, _Extension(winner, customer_id, state, finding, ctx)))
+        new = [item for item in new if item[1] in inserted]
+    links = [(alert_id, found[n][0], found[n][2], found[n][3].now) for n, alert_id, _, _ in new]
+    links += [(e.alert.id, e.customer_id, e.finding, e.ctx.now) for _, e in extending]
+    added = _link_all(session, links)
+    for (n, alert_id, case_id, severity), linked in zip(new, added[: len(new)], strict=True):
+        _audit_raised(
+            session, found[n], alert_id, case_id=case_id, severity=severity, linked=linked
+        )
+        if rating is not None:
+            rating.refresh(session, found[n][0], ctx=found[n][3], reason="aml_alert_raised")
+        raised[n] = Raised(alert_id, case_id, created=True)
+    folded = _fold(session, [e for _, e in extending], added[len(new) :], rating=rating)
+    raised.update((n, r) for (n, _), r in zip(extending, folded, strict=True))
     return [raised[n] for n in range(len(found))]
 
 
@@ -543,21 +674,10 @@ def raise_alert(
         extension = _Extension(winner, customer_id, state, finding, ctx)
         return _extend_all(session, [extension], rating=rating)[0]
     (linked,) = _link_all(session, [(alert_id, customer_id, finding, ctx.now)])
-    audit.record(
-        session,
-        ctx,
-        audit.AuditAction.AML_ALERT_RAISED,
-        target=alert_id,
-        customer_id=customer_id,
-        details={
-            "rule": state.rule.key,
-            "rule_version": state.version,
-            "score": finding.score,
-            "severity": severity,
-            "case_id": case_id,
-            "transactions": linked,
-        },
-    )
+    _audit_raised(
+        session, (customer_id, state, finding, ctx), alert_id,
+        case_id=case_id, severity=severity, linked=linked,
+    )  # fmt: skip
     if rating is not None:
         rating.refresh(session, customer_id, ctx=ctx, reason="aml_alert_raised")
     return Raised(alert_id, case_id, created=True)

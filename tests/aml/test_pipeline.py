@@ -515,3 +515,42 @@ def test_a_runs_repeated_findings_fold_together_as_one_by_one(
     assert updates(raised[0].alert_id) == [len(expected[stronger])]
     assert updates(raised[1].alert_id) == [len(expected[weaker])]
     assert updates(raised[2].alert_id) == []
+
+
+def test_a_run_s_new_alert_that_loses_its_insert_folds_into_the_winner(
+    runtime: Runtime, clock: ManualClock, feed: Feed
+) -> None:
+    """Another worker raised the same pattern after this run looked for unclosed alerts:
+    the insert does nothing and the finding folds into that alert (no second alert, its
+    transactions linked); the other findings of the run are raised as usual, in one case
+    per customer."""
+    from custodia.aml.alerts import raise_alerts  # noqa: PLC0415
+
+    taken, free = feed.customer(), feed.customer()
+
+    def put(session: Session, found: list[tuple[str, str, Finding]]) -> list[Raised]:
+        by_key = {s.rule.key: s for s in rule_states(session, clock.now())}
+        ctx = Context(SYSTEM, clock.now())
+        return raise_alerts(
+            session, [(c, by_key[rule], f, ctx) for c, rule, f in found],
+            ids=runtime.ids, due=runtime.monitoring_policy.due, rating=None, known={},
+        )  # fmt: skip
+
+    [won] = runtime.db.run(lambda s: put(s, [(taken, "velocity", Finding(50, "p", ("txn_a",)))]))
+    clock.advance(timedelta(minutes=1))
+    found = [
+        (taken, "velocity", Finding(70, "p", ("txn_b",))),  # the pattern of `won`
+        (free, "velocity", Finding(60, "p", ("txn_c",))),
+        (free, "large_value", Finding(40, "q", ("txn_d",))),
+    ]
+    folded, *raised = runtime.db.run(lambda s: put(s, found))
+    assert won.created and not folded.created and all(r.created for r in raised)
+    assert (folded.alert_id, folded.case_id) == (won.alert_id, won.case_id)
+    assert feed.transactions(won.alert_id) == ["txn_a", "txn_b"]
+    assert [a.score for a in feed.alerts(taken)] == [70]
+    assert raised[0].case_id == raised[1].case_id != won.case_id  # one case per customer
+    assert [feed.transactions(r.alert_id) for r in raised] == [["txn_c"], ["txn_d"]]
+    assert {a.rule: a.severity for a in feed.alerts(free)} == {
+        "velocity": severity_of(60),
+        "large_value": severity_of(40),
+    }
