@@ -78,7 +78,7 @@ _CASE_OPEN = text("status = 'open'")
 
 @cache
 def _opening_case(dialect: str) -> Executable:
-    """Return the INSERT opening a case unless one is open (built once per backend)."""
+    """Return the INSERT opening a case unless one is open (SQLite; built once)."""
     cases = table_of(AmlCase)
     insert = insert_of(dialect)
     statement: Executable = (
@@ -117,7 +117,7 @@ _NEW_ALERT = (
 
 @cache
 def _raising(dialect: str) -> Executable:
-    """Return the INSERT of a new alert unless its pattern's is unclosed (once per backend).
+    """Return the INSERT of a new alert unless its pattern's is unclosed (SQLite; once).
 
     The monitoring worker raises alerts by the thousand: a statement built once is
     compiled once and its cache key computed once, not per alert.
@@ -173,7 +173,7 @@ class Raised:
 
 
 def _open_case(session: Session, customer_id: str, *, ctx: Context, ids: IdGenerator) -> str:
-    """Return the customer's open case, locked, opening one if there is none.
+    """Return the customer's open case, locked, opening one if there is none (SQLite).
 
     The lock keeps a concurrent decision from closing the case under a new alert (see
     :func:`_close_case_if_done`); a concurrent opener's case wins the insert race. The
@@ -562,11 +562,12 @@ def raise_alerts(
     raised: dict[int, Raised] = {}
     extending: list[tuple[int, _Extension]] = []
     fresh: list[int] = []
+    together = session.get_bind().dialect.name == "postgresql"
     for n, (customer_id, state, finding, ctx) in enumerate(found):
         existing = known.get((customer_id, state.rule.key, finding.pattern[:100]))
         if existing is not None:
             extending.append((n, _Extension(existing, customer_id, state, finding, ctx)))
-        elif session.get_bind().dialect.name == "postgresql":
+        elif together:
             fresh.append(n)
         else:
             raised[n] = raise_alert(
@@ -634,7 +635,8 @@ def raise_alert(
     for every finding: Core statements on the session's connection, no ORM objects. With
     ``rating``, the customer's risk rating follows the alert (K1, :mod:`custodia.aml.feedback`).
     ``known``: the unclosed alerts already looked up and locked by :func:`unclosed_alerts`
-    (its answer for this finding's key stands, found or not).
+    (its answer for this finding's key stands, found or not). On PostgreSQL a new alert
+    is raised by :func:`raise_alerts`' statements (a run of one).
     """
     existing = (
         _unclosed(session, customer_id, state.rule.key, finding.pattern)
@@ -644,6 +646,9 @@ def raise_alert(
     if existing is not None:
         extension = _Extension(existing, customer_id, state, finding, ctx)
         return _extend_all(session, [extension], rating=rating)[0]
+    if session.get_bind().dialect.name == "postgresql":  # the run's statements, for one
+        found: Found = (customer_id, state, finding, ctx)
+        return raise_alerts(session, [found], ids=ids, due=due, rating=rating, known={})[0]
     case_id = _open_case(session, customer_id, ctx=ctx, ids=ids)
     alert_id = ids.new(IdPrefix.ALERT)
     severity = severity_of(finding.score)
