@@ -440,7 +440,15 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 f"{statistics.median(c['p99'] for c in http):.1f} | {sum(int(c['errors']) for c in http)} | "
                 f"{tps:,.0f} | {statistics.median(a['latency'] for a in raw):.2f} | {ok / tps:.2f} |"
             )
-        kdf = f"scrypt N=2^{env.get('CUSTODIA_SCRYPT_LOG2_N', '17')}, r=8, p=1"
+        from custodia.core.passwords import ScryptParams  # noqa: PLC0415
+
+        default = ScryptParams()
+        params = ScryptParams(
+            int(env.get("CUSTODIA_SCRYPT_LOG2_N", default.log2_n)),
+            int(env.get("CUSTODIA_SCRYPT_R", default.r)),
+            int(env.get("CUSTODIA_SCRYPT_P", default.p)),
+        )
+        kdf = f"scrypt N=2^{params.log2_n}, r={params.r}, p={params.p}"
         lines += [
             "",
             (
@@ -464,7 +472,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             (
                 f"Peak resident memory of a server worker: {peak_transfers:.0f} MiB during the "
                 f"signature transfers; {peak:.0f} MiB after the password cell (scrypt takes "
-                "128 MiB per hash, two at a time per worker)."
+                f"{params.memory_bytes >> 20} MiB per hash, up to "
+                f"{env.get('CUSTODIA_KDF_CONCURRENCY', 2)} at a time per worker)."
             ),
             "",
             f"Responses other than 201 and logged errors: {refusals(log)}.",

@@ -67,9 +67,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     outbox_retention_days: PositiveInt = 7
     maintenance_interval_s: PositiveFloat = 60.0
     inprocess_workers: bool | None = None
-    scrypt_log2_n: Annotated[int, msgspec.Meta(ge=4, le=22)] = 17
+    # scrypt N = 2^15, r = 8, p = 3: 32 MiB per hash (see custodia/core/passwords.py).
+    scrypt_log2_n: Annotated[int, msgspec.Meta(ge=4, le=22)] = 15
     scrypt_r: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8
-    scrypt_p: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    scrypt_p: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
     kdf_concurrency: PositiveInt = 2
     staff_session_hours: PositiveFloat = 12.0
     staff_session_idle_minutes: PositiveFloat = 30.0

@@ -437,6 +437,7 @@ def verify_factors(
         _ensure_unlocked(row, now)
     kinds: list[str] = []
     refs: list[str] = []
+    outdated: tuple[str, str] | None = None  # (stored hash, password) to hash anew
     for factor in factors:
         if factor.type in kinds:
             continue
@@ -444,6 +445,8 @@ def verify_factors(
             stored = row.password_hash if row is not None else None
             # A missing password still costs one hash, so timing tells nothing.
             ok = hasher.verify(factor.value or "", stored) and stored is not None
+            if ok and stored is not None and hasher.needs_rehash(stored):
+                outdated = (stored, factor.value or "")
             ref = "password"
         elif factor.type == "totp":
             secret = _totp_secret(row, vault) if row is not None and row.totp_confirmed else None
@@ -464,6 +467,19 @@ def verify_factors(
             update(CustomerCredential)
             .where(CustomerCredential.customer_id == customer_id)
             .values(failed_attempts=0, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    if outdated is not None:
+        # Made under older parameters or pepper (K5): hashed anew now that the password is
+        # known to be right, unless it was changed meanwhile.
+        stored, password = outdated
+        session.execute(
+            update(CustomerCredential)
+            .where(
+                CustomerCredential.customer_id == customer_id,
+                CustomerCredential.password_hash == stored,
+            )
+            .values(password_hash=hasher.hash(password), updated_at=now)
             .execution_options(synchronize_session=False)
         )
     return VerifiedFactors(tuple(kinds), ",".join(refs))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,17 @@ from datetime import date
 from pathlib import Path
 
 import msgspec
-from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz, process
+
+# Names are read one Han character at a time, so pypinyin's phrase dictionary (readings of
+# words in context) is never consulted; loading it, and the copies pypinyin makes of its
+# dictionaries, cost every server process ~45 MiB of resident memory. These are pypinyin's
+# own switches, read when it is first imported; every character's reading is the same
+# without them (tests/kyc/test_screening.py::test_han_names_are_read_without_the_phrase_dictionary).
+os.environ.setdefault("PYPINYIN_NO_PHRASES", "1")
+os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "1")
+
+from pypinyin import lazy_pinyin  # after its switches, above
 
 from custodia.kyc.errors import InvalidWatchlist
 

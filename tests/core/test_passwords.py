@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import msgspec
 import pytest
 
 from custodia.core.keys import KeyFile, KeyPurpose, rotate
 from custodia.core.passwords import ScryptParams, SecretHasher, digests_equal, token_digest
+from custodia.core.settings import Settings
 
 FAST = ScryptParams(log2_n=4, r=8, p=1)
 
@@ -57,8 +62,38 @@ def test_missing_or_malformed_hashes_never_verify(keys: KeyFile, stored: str | N
     assert not SecretHasher(keys, FAST).verify("anything", stored)
 
 
-def test_production_parameters_cost_128_mib() -> None:
-    assert ScryptParams().memory_bytes == 128 * 1024 * 1024
+def test_default_parameters_are_owasps_2_15_8_3_at_32_mib() -> None:
+    params = ScryptParams()
+    # OWASP lists N = 2^15, r = 8, p = 3 as equal to 2^17, 8, 1: about as many block mixes.
+    assert (params.log2_n, params.r, params.p) == (15, 8, 3)
+    assert params.memory_bytes == 32 * 1024 * 1024
+    defaults = {f.name: f.default for f in msgspec.structs.fields(Settings)}
+    assert (defaults["scrypt_log2_n"], defaults["scrypt_r"], defaults["scrypt_p"]) == (15, 8, 3)
+
+
+# VmHWM, the peak of this process's own memory (ru_maxrss would carry the forking parent's).
+_PEAK_OF_ONE_HASH = """
+import os, re
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from custodia.core.passwords import ScryptParams
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024
+p = ScryptParams()
+before = peak()
+Scrypt(salt=os.urandom(16), length=32, n=1 << p.log2_n, r=p.r, p=p.p).derive(b"123456")
+print(peak() - before)
+"""
+
+
+def test_one_default_hash_takes_its_32_mib_once_whatever_the_lanes() -> None:
+    """scrypt's p lanes run one after the other over one table: memory is 128 · N · r."""
+    grown = int(
+        subprocess.run(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-c", _PEAK_OF_ONE_HASH], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    table = ScryptParams().memory_bytes
+    assert table <= grown < table + 16 * 1024 * 1024
 
 
 def test_token_digests_are_sha256_and_compare_in_constant_time() -> None:

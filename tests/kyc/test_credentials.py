@@ -10,13 +10,14 @@ import pyotp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from custodia import kyc
 from custodia.api.runtime import Runtime
 from custodia.core.actors import Role
 from custodia.core.clock import ManualClock
 from custodia.core.factors import Factor
+from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.kyc.models import CustomerCredential
 from tests.factories import audit_actions, bearer, make_client, person_body
 
@@ -78,6 +79,39 @@ def test_the_payment_password_is_stored_only_as_a_peppered_scrypt_hash(
         _verify(runtime, customer_id, Factor("password", value="274952"))
     summary = client.get(_url(customer_id), headers=app_key).json()
     assert summary == {"password": True, "totp": False, "signing_keys": [], "locked_until": None}
+
+
+def _stored_hash(runtime: Runtime, customer_id: str) -> str:
+    return str(
+        runtime.db.run(
+            lambda s: s.scalar(
+                text("SELECT password_hash FROM customer_credentials WHERE customer_id = :c"),
+                {"c": customer_id},
+            )
+        )
+    )
+
+
+def test_a_password_hashed_under_older_parameters_is_hashed_anew_when_used(
+    client: Client, runtime: Runtime, app_key: dict[str, str], customer_id: str
+) -> None:
+    client.post(_url(customer_id, "/password"), json={"password": "274951"}, headers=app_key)
+    older = SecretHasher(runtime.keys, ScryptParams(log2_n=3, p=1)).hash("274951")
+    runtime.db.run(
+        lambda s: s.execute(
+            text("UPDATE customer_credentials SET password_hash = :h WHERE customer_id = :c"),
+            {"h": older, "c": customer_id},
+        )
+    )
+    with pytest.raises(kyc.AuthenticationFailed):
+        _verify(runtime, customer_id, Factor("password", value="274952"))
+    assert _stored_hash(runtime, customer_id) == older  # a wrong password changes nothing
+    assert _verify(runtime, customer_id, Factor("password", value="274951")).kinds == ("password",)
+    current = _stored_hash(runtime, customer_id)
+    assert current != older
+    assert not runtime.hasher.needs_rehash(current)
+    assert _verify(runtime, customer_id, Factor("password", value="274951")).kinds == ("password",)
+    assert _stored_hash(runtime, customer_id) == current  # current hashes are left alone
 
 
 def test_replacing_the_password_needs_the_current_one(

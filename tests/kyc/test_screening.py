@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from datetime import date
 from typing import Any
@@ -55,6 +58,38 @@ def test_han_characters_become_pinyin_and_keep_their_characters() -> None:
         "张伟",
         "weizhang",
     )
+
+
+_EVERY_HAN_READING = """
+import hashlib
+from custodia.kyc.screening import name_keys
+import pypinyin.constants
+ranges = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF)]
+keys = "|".join(name_keys(chr(c)).compact_key for lo, hi in ranges for c in range(lo, hi + 1))
+print(len(pypinyin.constants.PHRASES_DICT), hashlib.sha256(keys.encode()).hexdigest())
+"""
+
+
+def test_han_names_are_read_without_the_phrase_dictionary() -> None:
+    """The service skips pypinyin's phrase dictionary (~45 MiB a process); no reading changes."""
+
+    def run(**switches: str) -> tuple[int, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYPINYIN_")}
+        out = subprocess.run(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-c", _EVERY_HAN_READING],
+            env={**env, **switches},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return int(out[0]), out[1]
+
+    phrases, readings = run()
+    # pypinyin's switches are read only when non-empty: "" loads the dictionary as before.
+    phrases_loaded, readings_with_phrases = run(PYPINYIN_NO_PHRASES="", PYPINYIN_NO_DICT_COPY="")
+    assert phrases == 0
+    assert phrases_loaded > 40_000
+    assert readings == readings_with_phrases
 
 
 def test_accents_are_removed() -> None:
