@@ -441,13 +441,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 f"{tps:,.0f} | {statistics.median(a['latency'] for a in raw):.2f} | {ok / tps:.2f} |"
             )
         from custodia.core.passwords import ScryptParams  # noqa: PLC0415
+        from custodia.core.settings import load_settings  # noqa: PLC0415
 
-        default = ScryptParams()
-        params = ScryptParams(
-            int(env.get("CUSTODIA_SCRYPT_LOG2_N", default.log2_n)),
-            int(env.get("CUSTODIA_SCRYPT_R", default.r)),
-            int(env.get("CUSTODIA_SCRYPT_P", default.p)),
-        )
+        served = load_settings(env)  # what the server ran with
+        params = ScryptParams(served.scrypt_log2_n, served.scrypt_r, served.scrypt_p)
         kdf = f"scrypt N=2^{params.log2_n}, r={params.r}, p={params.p}"
         lines += [
             "",
@@ -473,7 +470,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 f"Peak resident memory of a server worker: {peak_transfers:.0f} MiB during the "
                 f"signature transfers; {peak:.0f} MiB after the password cell (scrypt takes "
                 f"{params.memory_bytes >> 20} MiB per hash, up to "
-                f"{env.get('CUSTODIA_KDF_CONCURRENCY', 2)} at a time per worker)."
+                f"{served.kdf_concurrency} at a time per worker)."
             ),
             "",
             f"Responses other than 201 and logged errors: {refusals(log)}.",
