@@ -23,6 +23,7 @@ PostgreSQL. That costs a fifth of the client CPU of the same read through the OR
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 import random
@@ -30,8 +31,9 @@ import re
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -336,11 +338,10 @@ class Database:
         # SQLite has one writer at a time, and a writer that finds the file locked polls
         # (sleeping 1, 2, 5 … ms): writers queue on a lock instead (see _SqliteWriters).
         self._queue_writers = self.backend == "sqlite" and bind is None
-        self._writers: AbstractContextManager[Any] = (
-            _SqliteWriters(Path(f"{engine.url.database}.writers"))
-            if self._queue_writers
-            else nullcontext()
+        self._sqlite_writers = (
+            _SqliteWriters(Path(f"{engine.url.database}.writers")) if self._queue_writers else None
         )
+        self._writers: AbstractContextManager[Any] = self._sqlite_writers or nullcontext()
         self._autocommit = engine.execution_options(
             isolation_level="AUTOCOMMIT" if self.backend == "postgresql" else "SERIALIZABLE",
             **({_BEGIN_OPTION: "DEFERRED"} if self.backend == "sqlite" else {}),
@@ -492,24 +493,21 @@ class Database:
                     fairy.close()
 
     def _run_sqlite_driver(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` on a pooled ``sqlite3`` connection in one write transaction.
+        """Run ``work`` on a pooled ``sqlite3`` connection in a write transaction.
 
-        ``BEGIN IMMEDIATE`` as every SQLite write here (this process's writers queued on
-        their lock), ``COMMIT`` if ``work`` returns, ``ROLLBACK`` if it raises; re-run on a
+        ``BEGIN IMMEDIATE`` as every SQLite write here, with this process's other driver
+        units that queued meanwhile, each in its own savepoint: what ``work`` did is
+        committed if it returns and rolled back if it raises, and this returns only once
+        its transaction has committed (:meth:`_SqliteWriters.run_batched`). Re-run on a
         busy file like :meth:`run`. In test mode the transaction is a savepoint inside the
         test's transaction.
         """
         attempt = 1
         while True:
             try:
-                with self._writers:
-                    if self._bind is not None:
-                        return _in_savepoint(self._bind.connection.driver_connection, work)
-                    fairy = self.engine.raw_connection()
-                    try:
-                        return _in_transaction(fairy.driver_connection, work)
-                    finally:
-                        fairy.close()
+                if self._sqlite_writers is None:  # test mode
+                    return _in_savepoint(self._bind.connection.driver_connection, work)  # type: ignore[union-attr]
+                return self._sqlite_writers.run_batched(self.engine.raw_connection, work)
             except sqlite3.Error as exc:
                 error = DBAPIError.instance(
                     None, None, exc, sqlite3.Error, hide_parameters=True,
@@ -627,7 +625,15 @@ class _SqliteWriters:
     requests on two cores while their writes take turns. Re-entrant within a thread. A
     writer that does not know the file (a ``sqlite3`` shell) still meets SQLite's own lock
     and busy timeout: correctness never depends on this queue.
+
+    Driver units (:meth:`run_batched`, the transfer's one-call path) are also committed
+    together: the threads that queued while another transaction held the lock go in as
+    one transaction, each unit in its own savepoint, and SQLite fsyncs its WAL once for
+    all of them instead of once each (group commit).
     """
+
+    #: The most units one transaction takes; the rest wait for the next.
+    BATCH = 64
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -635,6 +641,43 @@ class _SqliteWriters:
         self._depth = 0  # changed only by the thread holding _local
         self._fd: int | None = None
         self._pid = 0
+        self._queue: deque[_Unit] = deque()  # appended by any thread, taken under _local
+
+    def run_batched(self, connect: Callable[[], Any], work: Callable[[Any], T]) -> T:
+        """Run ``work`` in a write transaction shared with the units queued beside it.
+
+        The unit queues, then waits for this process's lock. Whoever holds it next takes
+        every queued unit (up to :attr:`BATCH`), the file lock, a pooled connection from
+        ``connect``, and runs them (:func:`_commit_batch`); a thread whose unit another
+        thread ran finds it done. ``work`` may thus run on another thread, after other
+        units and before others in the same transaction: it must only use the connection
+        it is given (what :meth:`Database.run` asks of its work already). Returns once
+        the transaction that ran ``work`` has committed; raises what ``work`` raised (its
+        savepoint rolled back) or what failed the transaction.
+        """
+        unit = _Unit(work)
+        self._queue.append(unit)
+        while True:
+            with self._local:
+                if unit.done:
+                    break
+                batch = [self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))]
+                try:
+                    with self:
+                        fairy = connect()
+                        try:
+                            _commit_batch(fairy.driver_connection, batch)
+                        finally:
+                            fairy.close()
+                except BaseException as exc:  # the lock file or the pool failed the batch
+                    for waiting in batch:
+                        if not waiting.done:
+                            waiting.fail(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        if unit.error is not None:
+            raise unit.error
+        return unit.result  # type: ignore[no-any-return]
 
     def __enter__(self) -> None:
         self._local.acquire()
@@ -662,17 +705,67 @@ class _SqliteWriters:
         return self._fd
 
 
-def _in_transaction(driver: Any, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work`` in a ``BEGIN IMMEDIATE`` transaction: committed, or rolled back if it raises."""
-    driver.execute("BEGIN IMMEDIATE")
+@dataclass(eq=False)
+class _Unit:
+    """One caller's driver work, waiting for a batch; ``done`` once its batch has ended."""
+
+    work: Callable[[Any], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        """End the unit with ``error``: a copy, so that no two threads raise one object."""
+        with suppress(Exception):  # one that cannot be copied is shared, as raised
+            error = copy.copy(error)
+        self.result, self.error, self.done = None, error, True
+
+
+def _commit_batch(driver: Any, batch: list[_Unit]) -> None:
+    """Run ``batch`` in one ``BEGIN IMMEDIATE`` transaction, each unit in its own savepoint.
+
+    A unit that raises is rolled back to its savepoint and ends with its exception; the
+    others go on. A unit ends with its result only once ``COMMIT`` has returned. If the
+    transaction itself fails (``BEGIN``, ``COMMIT`` — a deferred constraint, a full disk —
+    or an error after which SQLite has rolled everything back), it is rolled back and
+    each unit of the batch runs again in a transaction of its own, so that one unit's
+    failure never fails another; a unit alone ends with the error (its caller retries a
+    busy file or sees the error).
+    """
+    results: list[tuple[_Unit, Any, BaseException | None]] = []
     try:
-        result = work(driver)
-    except BaseException:
-        if driver.in_transaction:  # SQLite may have rolled back itself (a full disk)
-            driver.execute("ROLLBACK")
-        raise
-    driver.execute("COMMIT")
-    return result
+        driver.execute("BEGIN IMMEDIATE")
+        for unit in batch:
+            driver.execute("SAVEPOINT custodia_unit")
+            try:
+                outcome: tuple[_Unit, Any, BaseException | None] = (unit, unit.work(driver), None)
+            except Exception as exc:
+                if not driver.in_transaction:  # SQLite rolled back the whole transaction
+                    raise
+                driver.execute("ROLLBACK TO custodia_unit")
+                outcome = (unit, None, exc)
+            driver.execute("RELEASE custodia_unit")
+            results.append(outcome)
+        driver.execute("COMMIT")
+    except BaseException as exc:
+        try:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+        except BaseException:
+            for unit in batch:
+                unit.fail(exc)
+            raise
+        if isinstance(exc, Exception) and len(batch) > 1:
+            for unit in batch:
+                _commit_batch(driver, [unit])
+            return
+        for unit in batch:
+            unit.fail(exc)
+        if not isinstance(exc, Exception):
+            raise  # an interrupt stops the thread that led the batch too
+        return
+    for unit, result, error in results:
+        unit.result, unit.error, unit.done = result, error, True
 
 
 def _in_savepoint(driver: Any, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -448,3 +448,156 @@ def test_fetch_one_survives_a_server_that_closed_every_pooled_connection(
         assert committing_db.fetch_one(_EVENT_TYPE, {"id": event_id}) == ("test.event", 0)
     finally:
         engine.dispose()  # the session's other pooled connections were closed too
+
+
+def _queued_behind_the_lock(
+    writers: Any, run: Any, works: list[Any]
+) -> list[tuple[Any, BaseException | None]]:
+    """Hold ``writers`` until a thread per work has queued ``run(work)``; return the outcomes."""
+    outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(works)
+
+    def call(i: int, work: Any) -> None:
+        try:
+            outcomes[i] = (run(work), None)
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            outcomes[i] = (None, exc)
+
+    threads = [threading.Thread(target=call, args=(i, w)) for i, w in enumerate(works)]
+    with writers:  # as a transaction in progress would
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(writers._queue) < len(works) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(writers._queue) == len(works)
+    for t in threads:
+        t.join(10)
+    return outcomes
+
+
+class _Batches:
+    """A SQLite file with a table ``t`` and a Database on it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'batch.db'}")
+        self.db = Database(create_db_engine(settings.resolved_database_url, settings))
+        self.db.run(lambda s: s.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY, ran_on INT)")))
+        self.path = tmp_path / "batch.db"
+
+    def queued(self, works: list[Any]) -> list[tuple[Any, BaseException | None]]:
+        """Queue ``run_driver(work)`` for each work while the writers are held; run them."""
+        writers = self.db._sqlite_writers
+        return _queued_behind_the_lock(writers, self.db.run_driver, works)
+
+    def rows(self) -> list[tuple[int, int]]:
+        """Read the table through a connection of its own: what was committed."""
+        with sqlite3.connect(self.path) as probe:
+            return probe.execute("SELECT n, ran_on FROM t ORDER BY n").fetchall()
+
+
+def _insert(n: int, *, fail: bool = False) -> Any:
+    def work(conn: Any) -> int:
+        conn.execute("INSERT INTO t (n, ran_on) VALUES (?, ?)", (n, threading.get_ident()))
+        if fail:
+            raise LookupError(f"unit {n} refused")
+        return n * 10
+
+    return work
+
+
+def test_sqlite_driver_units_queued_together_commit_together(tmp_path: Path) -> None:
+    """Units that queued while another held the file run as one transaction, one savepoint each.
+
+    Each caller gets its own result or its own exception, and only the unit that raised
+    leaves nothing behind.
+    """
+    batches = _Batches(tmp_path)
+    works = [_insert(n, fail=n == 3) for n in range(1, 7)]
+    outcomes = batches.queued(works)
+    assert [result for result, _ in outcomes] == [10, 20, None, 40, 50, 60]
+    errors = [error for _, error in outcomes]
+    assert isinstance(errors[2], LookupError)
+    assert str(errors[2]) == "unit 3 refused"
+    assert [e for i, e in enumerate(errors) if i != 2] == [None] * 5
+    rows = batches.rows()
+    assert [n for n, _ in rows] == [1, 2, 4, 5, 6]
+    assert len({ran_on for _, ran_on in rows}) == 1  # one thread ran them all: one transaction
+    batches.db.dispose()
+
+
+def test_a_unit_that_fails_its_batchs_commit_fails_alone(tmp_path: Path) -> None:
+    """A unit reports success only once its transaction committed; one unit fails no other.
+
+    The batch's ``COMMIT`` fails here on a deferred foreign key that one unit broke (as a
+    full disk would fail it): the batch is rolled back and each unit runs again alone, so
+    the unit that broke it raises and the others commit.
+    """
+    batches = _Batches(tmp_path)
+    batches.db.run(
+        lambda s: s.execute(
+            text("CREATE TABLE child (id INTEGER PRIMARY KEY, t_n INT REFERENCES t (n))")
+        )
+    )
+    runs: list[str] = []
+
+    def orphan(conn: Any) -> str:
+        runs.append("orphan")
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("INSERT INTO child (id, t_n) VALUES (1, 999)")
+        return "checked only at COMMIT"
+
+    outcomes = batches.queued([_insert(1), orphan, _insert(2)])
+    assert [result for result, _ in outcomes] == [10, None, 20]
+    error = outcomes[1][1]
+    assert isinstance(error, IntegrityError)
+    assert "FOREIGN KEY" in str(error)
+    assert [e for _, e in (outcomes[0], outcomes[2])] == [None, None]
+    assert runs == ["orphan", "orphan"]  # in the batch, then alone
+    assert [n for n, _ in batches.rows()] == [1, 2]
+    with sqlite3.connect(batches.path) as probe:
+        assert probe.execute("SELECT count(*) FROM child").fetchone() == (0,)
+    batches.db.dispose()
+
+
+class _CommitRefused:
+    """A ``sqlite3`` connection whose ``COMMIT`` always fails, as on a disk gone read-only."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.driver_connection = self
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def close(self) -> None:
+        """Returned to the pool: kept open for the next unit."""
+
+
+def test_a_transaction_that_fails_for_every_unit_gives_each_caller_its_own_error(
+    tmp_path: Path,
+) -> None:
+    """When no transaction can commit, every caller raises, none sees success, nothing stays."""
+    batches = _Batches(tmp_path)
+    refused = _CommitRefused(batches.path)
+    writers = batches.db._sqlite_writers
+    outcomes = _queued_behind_the_lock(
+        writers,
+        lambda work: writers.run_batched(lambda: refused, work),
+        [_insert(1), _insert(2), _insert(3)],
+    )
+    assert [result for result, _ in outcomes] == [None, None, None]
+    errors = [error for _, error in outcomes]
+    assert all(isinstance(e, sqlite3.OperationalError) for e in errors), errors
+    assert all(str(e) == "disk I/O error" for e in errors)
+    assert len({id(e) for e in errors}) == 3  # three threads never raise one object
+    assert batches.rows() == []
+    assert not refused.in_transaction
+    batches.db.run_driver(_insert(5))  # the writers are free again
+    assert [n for n, _ in batches.rows()] == [5]
+    batches.db.dispose()
