@@ -55,13 +55,27 @@ class Worker:
         return handled
 
     def run_forever(self) -> None:
-        """Work until stopped; sleep only when the outbox had less than a full batch."""
+        """Work until stopped; pause only when the outbox had less than a full batch."""
         _log.info("worker_started", jobs=[job.name for job in self.periodic])
         while not self.stop.is_set():
-            handled = self.run_once()
-            if handled < self.outbox.batch_size:
-                self.stop.wait(self.poll_interval_s)
+            pause = self.pause_after(self.run_once())
+            if pause:
+                self.stop.wait(pause)
         _log.info("worker_stopped")
+
+    def pause_after(self, handled: int) -> float:
+        """Return how long to wait after a batch of ``handled`` events before the next poll.
+
+        The whole poll interval after an empty batch, none after a full one, and in
+        between the share of the interval that the batch left empty: the fuller the
+        batches, the busier the outbox and the sooner the next one fills. Under a steady
+        load the pause settles where a batch is nearly full, so an event waits a fraction
+        of the interval rather than all of it (issue 7: the monitoring lag; a fixed
+        half-second pause made the lag a saw-tooth up to ~0.9 s at 600 transfers/s),
+        while an idle outbox is still polled once per interval.
+        """
+        empty = max(0, self.outbox.batch_size - handled) / self.outbox.batch_size
+        return self.poll_interval_s * empty
 
     def _guarded(self, name: str, job: Callable[[], int]) -> int:
         bind_context(job=name)
