@@ -647,9 +647,10 @@ class _SqliteWriters:
         """Run ``work`` in a write transaction shared with the units queued beside it.
 
         The unit queues, then waits for this process's lock. Whoever holds it next takes
-        every queued unit (up to :attr:`BATCH`), the file lock, a pooled connection from
-        ``connect``, and runs them (:func:`_commit_batch`); a thread whose unit another
-        thread ran finds it done. ``work`` may thus run on another thread, after other
+        the file lock and a pooled connection from ``connect``, then every unit queued by
+        then (up to :attr:`BATCH`: those that came while it waited for the file too), and
+        runs them (:func:`_commit_batch`); a thread whose unit another thread ran finds
+        it done. ``work`` may thus run on another thread, after other
         units and before others in the same transaction: it must only use the connection
         it is given (what :meth:`Database.run` asks of its work already). Returns once
         the transaction that ran ``work`` has committed; raises what ``work`` raised (its
@@ -661,11 +662,17 @@ class _SqliteWriters:
             with self._local:
                 if unit.done:
                     break
-                batch = [self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))]
+                batch: list[_Unit] = []
                 try:
                     with self:
                         fairy = connect()
                         try:
+                            # Taken only now: those that queued while this thread waited
+                            # for the file (another process's batch) join this batch.
+                            batch = [
+                                self._queue.popleft()
+                                for _ in range(min(self.BATCH, len(self._queue)))
+                            ]
                             _commit_batch(fairy.driver_connection, batch)
                         finally:
                             fairy.close()
