@@ -647,9 +647,9 @@ class _SqliteWriters:
         """Run ``work`` in a write transaction shared with the units queued beside it.
 
         The unit queues, then waits for this process's lock. Whoever holds it next takes
-        the file lock and a pooled connection from ``connect``, then every unit queued by
-        then (up to :attr:`BATCH`: those that came while it waited for the file too), and
-        runs them (:func:`_commit_batch`); a thread whose unit another thread ran finds
+        the file lock, then every unit queued by then (up to :attr:`BATCH`: those that
+        came while it waited for the file too) and a pooled connection from ``connect``,
+        and runs them (:func:`_commit_batch`); a thread whose unit another thread ran finds
         it done. ``work`` may thus run on another thread, after other
         units and before others in the same transaction: it must only use the connection
         it is given (what :meth:`Database.run` asks of its work already). Returns once
@@ -665,18 +665,21 @@ class _SqliteWriters:
                 batch: list[_Unit] = []
                 try:
                     with self:
+                        # Taken only now: those that queued while this thread waited for
+                        # the file (another process's batch) join this batch.
+                        batch = [
+                            self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))
+                        ]
                         fairy = connect()
                         try:
-                            # Taken only now: those that queued while this thread waited
-                            # for the file (another process's batch) join this batch.
-                            batch = [
-                                self._queue.popleft()
-                                for _ in range(min(self.BATCH, len(self._queue)))
-                            ]
                             _commit_batch(fairy.driver_connection, batch)
                         finally:
                             fairy.close()
                 except BaseException as exc:  # the lock file or the pool failed the batch
+                    if not batch:  # the file's lock failed before any was taken: this one
+                        with suppress(ValueError):  # fails (the others try it themselves)
+                            self._queue.remove(unit)
+                        batch = [unit]
                     for waiting in batch:
                         if not waiting.done:
                             waiting.fail(exc)

@@ -601,3 +601,24 @@ def test_a_transaction_that_fails_for_every_unit_gives_each_caller_its_own_error
     batches.db.run_driver(_insert(5))  # the writers are free again
     assert [n for n, _ in batches.rows()] == [5]
     batches.db.dispose()
+
+
+def test_a_writer_that_cannot_take_the_lock_file_fails_instead_of_waiting_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock file refused (here: its directory gone read-only): the caller sees the error."""
+    batches = _Batches(tmp_path)
+    writers = batches.db._sqlite_writers
+    assert writers is not None
+
+    def refused() -> int:
+        raise PermissionError("lock file refused")
+
+    monkeypatch.setattr(writers, "_file", refused)
+    with pytest.raises(PermissionError, match="lock file refused"):
+        batches.db.run_driver(_insert(1))
+    assert len(writers._queue) == 0
+    monkeypatch.undo()
+    assert batches.db.run_driver(_insert(2)) == 20
+    assert [n for n, _ in batches.rows()] == [2]
+    batches.db.dispose()
