@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -21,15 +21,13 @@ class _Outbox:
         return self.sizes.pop(0)
 
 
-@dataclass
 class _Stop(threading.Event):
-    """A stop event that records the pauses and stops once the outbox has no batch left."""
+    """A stop event that records the pauses and is set once the outbox has no batch left."""
 
-    outbox: _Outbox = field(default_factory=lambda: _Outbox([]))
-    pauses: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self, outbox: _Outbox) -> None:
         super().__init__()
+        self.outbox = outbox
+        self.pauses: list[float] = []
 
     def is_set(self) -> bool:
         return not self.outbox.sizes
@@ -44,7 +42,7 @@ def test_the_pause_shrinks_as_the_batches_fill() -> None:
     """Full interval when idle, none after a full batch, the empty share in between."""
     outbox = _Outbox([0, 50, 100, 90, 100, 1])
     stop = _Stop(outbox)
-    Worker(outbox=outbox, periodic=[], poll_interval_s=0.5, stop=stop).run_forever()  # type: ignore[arg-type]
+    Worker(outbox=outbox, periodic=[], poll_interval_s=0.5, stop=stop).run_forever()  # type: ignore[arg-type] # a stand-in outbox
     assert stop.pauses == pytest.approx([0.5, 0.25, 0.05, 0.495])
 
 
