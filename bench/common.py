@@ -18,7 +18,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -28,6 +30,8 @@ BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CUSTODIA = str(BIN / "custodia")
+#: Where loaded books are kept between runs (unset: every run loads its own and drops it).
+BOOKS = Path(os.environ["BENCH_BOOKS"]) if os.environ.get("BENCH_BOOKS") else None
 
 
 def run(*args: str, env: dict[str, str]) -> str:
@@ -46,14 +50,73 @@ def onboarding_app(env: dict[str, str]) -> dict[str, str]:
     return made
 
 
+@dataclass(frozen=True, slots=True)
+class Book:
+    """A loaded database kept as a template, with the keys that encrypted it and its data."""
+
+    name: str
+    database: str
+    var: Path
+    data: dict[str, Any]
+
+
+def _book_database(name: str) -> str:
+    return "custodia_book_" + re.sub(r"[^a-z0-9]+", "_", name.lower())
+
+
+def kept_book(name: str) -> Book | None:
+    """Return the book kept under ``name`` in ``$BENCH_BOOKS``, if there is one.
+
+    Loading 100,000 accounts through the service layer takes most of an hour; with the
+    variable set, a bench loads its book once and later runs start from a copy of it.
+    """
+    if BOOKS is None or not (BOOKS / name / "book.json").exists():
+        return None
+    database = _book_database(name)
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        if (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+            is None
+        ):
+            return None
+    data = json.loads((BOOKS / name / "book.json").read_text())
+    return Book(name, database, BOOKS / name / "var", data)
+
+
+def keep_book(name: str, url: str, var: Path, data: dict[str, Any]) -> None:
+    """Keep the database at ``url`` (no one connected), its keys and ``data`` as book ``name``.
+
+    Does nothing unless ``$BENCH_BOOKS`` is set.
+    """
+    if BOOKS is None:
+        return
+    database = _book_database(name)
+    source = url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}" TEMPLATE "{source}"')
+    shutil.rmtree(BOOKS / name, ignore_errors=True)
+    shutil.copytree(var, BOOKS / name / "var", ignore=shutil.ignore_patterns("*.log", "*.tsv"))
+    (BOOKS / name / "book.json").write_text(json.dumps(data))
+
+
 @contextmanager
-def scratch_database(prefix: str) -> Iterator[tuple[str, Path, dict[str, str]]]:
-    """Yield a new PostgreSQL database's URL, a var dir and the environment using both."""
+def scratch_database(
+    prefix: str, *, book: Book | None = None
+) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    """Yield a new PostgreSQL database's URL, a var dir and the environment using both.
+
+    With ``book``, the database starts as a copy of the book's (migrated to the current
+    head) and the var dir holds its keys.
+    """
     name = f"custodia_{prefix}_{secrets.token_hex(3)}"
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     var = Path(tempfile.mkdtemp(prefix=f"custodia-{prefix}-"))
     with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        template = f' TEMPLATE "{book.database}"' if book else ""
+        conn.execute(f'CREATE DATABASE "{name}"{template}')
+    if book:
+        shutil.copytree(book.var, var, dirs_exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODIA_")}
     env.update(
         CUSTODIA_VAR_DIR=str(var),
@@ -64,7 +127,8 @@ def scratch_database(prefix: str) -> Iterator[tuple[str, Path, dict[str, str]]]:
         CUSTODIA_DB_POOL_SIZE="16",
     )
     try:
-        run(CUSTODIA, "keys", "init", env=env)
+        if book is None:
+            run(CUSTODIA, "keys", "init", env=env)
         run(CUSTODIA, "db", "upgrade", env=env)
         yield url, var, env
     finally:
