@@ -7,6 +7,7 @@ something accept ``--json`` and then print exactly one JSON object on stdout.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import signal
 import sys
@@ -743,16 +744,21 @@ def outbox() -> None:
 @outbox.command("status")
 @_config_errors_exit_2
 def outbox_status() -> None:
-    """Print how many events wait, how many are dead, and the oldest waiting event's age."""
-    from custodia.core.outbox import backlog  # noqa: PLC0415
+    """Print what waits for the consumers, what is dead, and what waits for no consumer.
 
-    settings = _settings()
-    database = Database.from_settings(settings)
-    try:
-        state = database.run(lambda s: backlog(s, SystemClock().now()), read_only=True)
-    finally:
-        database.dispose()
-    _print_json(state)
+    ``pending`` and ``oldest_pending_age_s`` are the figures of /metrics (due events of the
+    types this release consumes); ``without_consumer`` counts, by type, the events a later
+    release's consumer will receive.
+    """
+    from custodia.core.outbox import backlog, without_consumer  # noqa: PLC0415
+
+    with _runtime() as runtime:
+        consumed = runtime.consumers.event_types()
+        state, waiting = runtime.db.run(
+            lambda s: (backlog(s, SystemClock().now(), consumed), without_consumer(s, consumed)),
+            read_only=True,
+        )
+    _print_json({**dataclasses.asdict(state), "without_consumer": waiting})
 
 
 @outbox.command("list")

@@ -197,8 +197,9 @@ class Runtime:
         return cls(settings=settings, db=db, keys=keys, clock=clock or SystemClock())
 
     def outbox_backlog(self) -> OutboxBacklog:
-        """Return the outbox backlog now (for /metrics)."""
-        return self.db.run(lambda s: backlog(s, self.clock.now()), read_only=True)
+        """Return the outbox backlog of the consumed event types now (for /metrics)."""
+        consumed = self.consumers.event_types()
+        return self.db.run(lambda s: backlog(s, self.clock.now(), consumed), read_only=True)
 
     def monitoring_backlog(self) -> MonitoringBacklog:
         """Return how far AML monitoring lags behind posting now (for /metrics)."""

@@ -35,7 +35,9 @@ class _BacklogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         backlog = self._probe()
         yield GaugeMetricFamily(
-            "custodia_outbox_pending_events", "Outbox events not yet delivered.", backlog.pending
+            "custodia_outbox_pending_events",
+            "Outbox events due and not yet delivered, of the types this release consumes.",
+            backlog.pending,
         )
         yield GaugeMetricFamily(
             "custodia_outbox_dead_events",
@@ -44,7 +46,7 @@ class _BacklogCollector(Collector):
         )
         yield GaugeMetricFamily(
             "custodia_outbox_oldest_pending_age_seconds",
-            "Age of the oldest undelivered outbox event (the backlog's lag).",
+            "How long the oldest due outbox event has waited (the backlog's lag).",
             backlog.oldest_pending_age_s,
         )
 

@@ -122,11 +122,14 @@ class OutboxEvent(Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'done', 'dead')", name="status"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        # Led by the type: a claim reads only the types it consumes (migration 0015).
         Index(
             "ix_outbox_events_pending",
+            "event_type",
             "available_at",
             "id",
             postgresql_where=text("status = 'pending'"),
+            postgresql_include=["created_at"],
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_outbox_events_processed_at", "processed_at"),

@@ -19,7 +19,11 @@ registered for their type:
   (``custodia outbox status`` / ``custodia outbox retry``). Serialization failures and
   deadlocks are not a consumer's fault: they re-run the whole batch.
 - A worker claims only the event types it has consumers for, so a worker that lacks a
-  consumer never swallows events meant for one; such events show in the backlog metric.
+  consumer never swallows events meant for one. Events of a type nobody consumes yet wait
+  as ``pending`` for the release that adds a consumer; ``custodia outbox status`` counts
+  them apart, and they cost a claim nothing: the pending events are indexed by type first,
+  and a batch is claimed one type at a time, oldest first within the type. The types take
+  turns going first, so a flood of one type never starves another.
 - A consumer may also give a *batch* form (``register(..., batch=...)``): consecutive
   events of its type in a claimed batch then go to it at once, in one savepoint, and are
   marked done together; that lets it read what the events share once. If the batch form
@@ -174,6 +178,7 @@ class OutboxProcessor:
         self.max_attempts = max_attempts
         self.retry_base = retry_base
         self.retry_max = retry_max
+        self._turn = 0  # which consumed type is claimed first in the next batch
 
     def backoff(self, attempts: int) -> timedelta:
         """Return how long to wait before attempt ``attempts + 1``."""
@@ -184,30 +189,48 @@ class OutboxProcessor:
         event_types = self.registry.event_types()
         if not event_types:
             return 0
-        outcomes = self.db.run(lambda session: self._deliver(session, event_types))
+        first = self._turn % len(event_types)
+        self._turn += 1
+        in_turn = event_types[first:] + event_types[:first]
+        outcomes = self.db.run(lambda session: self._deliver(session, in_turn))
         for outcome in outcomes:
             self.metrics.outbox_handled.labels(outcome.event_type, outcome.outcome).inc()
             if outcome.outcome == "done":
                 self.metrics.outbox_lag.labels(outcome.event_type).observe(outcome.lag_s)
         return len(outcomes)
 
+    def _claim(self, session: Session, event_types: list[str], now: datetime) -> list[OutboxEvent]:
+        """Claim up to ``batch_size`` due events, the types in the order given.
+
+        One statement per type, each a range of ``ix_outbox_events_pending`` (type, due,
+        id): one statement for all the types would have to read past the events of every
+        other type, consumed or not, to find the oldest.
+        """
+        claimed: list[OutboxEvent] = []
+        for event_type in event_types:
+            room = self.batch_size - len(claimed)
+            if room <= 0:
+                break
+            claimed += (
+                session.execute(
+                    select(OutboxEvent)
+                    .where(
+                        OutboxEvent.status == "pending",
+                        OutboxEvent.event_type == event_type,
+                        OutboxEvent.available_at <= now,
+                    )
+                    .order_by(OutboxEvent.available_at, OutboxEvent.id)
+                    .limit(room)
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            )
+        return claimed
+
     def _deliver(self, session: Session, event_types: list[str]) -> list[_Outcome]:
         now = self.clock.now()
-        events = (
-            session.execute(
-                select(OutboxEvent)
-                .where(
-                    OutboxEvent.status == "pending",
-                    OutboxEvent.available_at <= now,
-                    OutboxEvent.event_type.in_(event_types),
-                )
-                .order_by(OutboxEvent.available_at, OutboxEvent.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            .scalars()
-            .all()
-        )
+        events = self._claim(session, event_types, now)
         # The claim changes nothing in memory: each event's attempt is counted with its
         # outcome, so the savepoints' flushes have nothing of the claim to write, and the
         # events delivered are marked done together by one statement.
@@ -325,16 +348,43 @@ class OutboxProcessor:
         return _Outcome(event.event_type, "retry", 0.0)
 
 
-def backlog(session: Session, now: datetime) -> OutboxBacklog:
-    """Return how many events wait, how many are dead and how old the oldest waiting is."""
+def backlog(session: Session, now: datetime, event_types: Sequence[str]) -> OutboxBacklog:
+    """Return what waits for the consumers of ``event_types``, and how many events are dead.
+
+    ``pending`` counts the events of those types that are due (an event delivered later,
+    such as a refusal's at the end of its notice, is not late before then); the oldest
+    one's age is counted from when it became due, or from its next attempt after a
+    failure. Events of other types are not read: a type nobody consumes would otherwise
+    make the backlog grow, and its age alarm, forever (see :func:`without_consumer`).
+    """
     pending, oldest = session.execute(
-        select(func.count(), func.min(OutboxEvent.created_at)).where(
-            OutboxEvent.status == "pending"
+        select(func.count(), func.min(OutboxEvent.available_at)).where(
+            OutboxEvent.status == "pending",
+            OutboxEvent.event_type.in_(list(event_types)),
+            OutboxEvent.available_at <= now,
         )
     ).one()
     dead = session.execute(select(func.count()).where(OutboxEvent.status == "dead")).scalar_one()
     age = (now - oldest).total_seconds() if oldest is not None else 0.0
     return OutboxBacklog(pending=int(pending), dead=int(dead), oldest_pending_age_s=max(age, 0.0))
+
+
+def without_consumer(session: Session, event_types: Sequence[str]) -> dict[str, int]:
+    """Return how many events of each type outside ``event_types`` wait, by type.
+
+    These wait for a consumer a later release adds; no worker claims them meanwhile. Their
+    count reads every one of them, so it is for an operator's question, not for metrics.
+    """
+    rows = session.execute(
+        select(OutboxEvent.event_type, func.count())
+        .where(
+            OutboxEvent.status == "pending",
+            OutboxEvent.event_type.not_in(list(event_types)),
+        )
+        .group_by(OutboxEvent.event_type)
+        .order_by(OutboxEvent.event_type)
+    ).all()
+    return {str(event_type): int(count) for event_type, count in rows}
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,9 +104,15 @@ def test_db_upgrade_then_current(tmp_path: Path) -> None:
 def test_outbox_status_and_retry(tmp_path: Path) -> None:
     env = {"CUSTODIA_VAR_DIR": str(tmp_path)}
     assert run("db", "upgrade", env=env).returncode == 0
+    assert run("keys", "init", env=env).returncode == 0  # which types are consumed: the runtime
     status = run("outbox", "status", env=env)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout) == {"pending": 0, "dead": 0, "oldest_pending_age_s": 0.0}
+    assert json.loads(status.stdout) == {
+        "pending": 0,
+        "dead": 0,
+        "oldest_pending_age_s": 0.0,
+        "without_consumer": {},
+    }
     assert run("outbox", "retry", "--all-dead", env=env).stdout.strip() == "requeued 0 event(s)"
     listed = run("outbox", "list", "--status", "pending", env=env)
     assert (listed.returncode, listed.stdout) == (0, "")

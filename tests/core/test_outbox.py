@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from custodia.core.clock import ManualClock
@@ -25,6 +25,7 @@ from custodia.core.outbox import (
     publish,
     purge_delivered,
     requeue_dead,
+    without_consumer,
 )
 
 
@@ -67,14 +68,118 @@ def test_events_reach_their_consumer_once(db: Database, clock: ManualClock) -> N
     assert lag_sum == 3.0
 
 
-def test_events_without_a_consumer_wait_in_the_backlog(db: Database, clock: ManualClock) -> None:
-    _publish(db, clock, "nobody.listens")
+def test_events_without_a_consumer_wait_apart_from_the_backlog(
+    db: Database, clock: ManualClock
+) -> None:
+    """Unclaimed and uncounted in /metrics' backlog; kept for the consumer a release adds."""
+    waiting = _publish(db, clock, "nobody.listens")
     registry = ConsumerRegistry()
     registry.register("thing.happened", "recorder", lambda _s, _m: None)
     assert _processor(db, registry, clock).process_batch() == 0
     clock.advance(timedelta(seconds=90))
-    state = db.run(lambda s: backlog(s, clock.now()))
-    assert (state.pending, state.dead, state.oldest_pending_age_s) == (1, 0, 90.0)
+    state = db.run(lambda s: backlog(s, clock.now(), registry.event_types()))
+    assert (state.pending, state.dead, state.oldest_pending_age_s) == (0, 0, 0.0)
+    assert db.run(lambda s: without_consumer(s, registry.event_types())) == {"nobody.listens": 1}
+
+    seen: list[str] = []
+    registry.register("nobody.listens", "late", lambda _s, m: seen.append(m.id))
+    assert _processor(db, registry, clock).process_batch() == 1
+    assert seen == [waiting]
+    assert db.run(lambda s: without_consumer(s, registry.event_types())) == {}
+
+
+def test_the_backlog_counts_due_events_from_when_they_fell_due(
+    db: Database, clock: ManualClock
+) -> None:
+    """An event delivered later (a refusal at the end of its notice) is not late before then."""
+    ids = IdGenerator(clock)
+    db.run(
+        lambda s: publish(
+            s,
+            "thing.happened",
+            {},
+            ids=ids,
+            now=clock.now(),
+            available_at=clock.now() + timedelta(days=30),
+        )
+    )
+    clock.advance(timedelta(days=29))
+    state = db.run(lambda s: backlog(s, clock.now(), ["thing.happened"]))
+    assert (state.pending, state.oldest_pending_age_s) == (0, 0.0)
+    clock.advance(timedelta(days=1, seconds=40))
+    state = db.run(lambda s: backlog(s, clock.now(), ["thing.happened"]))
+    assert (state.pending, state.oldest_pending_age_s) == (1, 40.0)
+
+
+def test_event_types_take_turns_so_a_flood_of_one_starves_no_other(
+    db: Database, clock: ManualClock
+) -> None:
+    seen: list[str] = []
+    registry = ConsumerRegistry()
+    for event_type in ("a.flood", "b.trickle"):
+        registry.register(event_type, "recorder", lambda _s, m: seen.append(m.event_type))
+    for _ in range(6):
+        _publish(db, clock, "a.flood")
+    clock.advance(timedelta(seconds=1))
+    _publish(db, clock, "b.trickle")  # the youngest event of all
+    processor = _processor(db, registry, clock, batch_size=3)
+
+    assert processor.process_batch() == 3  # a.flood's turn: its three oldest
+    assert processor.process_batch() == 3  # b.trickle's turn, then a.flood fills the batch
+    assert seen == ["a.flood"] * 3 + ["b.trickle"] + ["a.flood"] * 2
+    assert processor.process_batch() == 1
+    assert processor.process_batch() == 0
+
+
+@pytest.mark.postgres_only
+def test_a_claim_reads_only_the_index_range_of_its_type(
+    committing_db: Database, clock: ManualClock
+) -> None:
+    """Around Python: the claim's plan, with 2,000 older events of a type nobody consumes.
+
+    Walking the pending events in due order (the index before migration 0015) read all of
+    them to reach the first event of a consumed type.
+    """
+    now = clock.now()
+    with committing_db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbox_events (id, event_type, payload, status, attempts,"
+                " created_at, available_at)"
+                " SELECT 'evt_old' || i, 'nobody.listens', '{}', 'pending', 0, :at, :at"
+                " FROM generate_series(1, 2000) AS i"
+            ),
+            {"at": now - timedelta(hours=1)},
+        )
+        conn.execute(text("ANALYZE outbox_events"))
+    _publish(committing_db, clock)
+    registry = ConsumerRegistry()
+    registry.register("thing.happened", "c", lambda _s, _m: None)
+    statements: list[tuple[str, object]] = []
+
+    @event.listens_for(committing_db.engine, "before_cursor_execute")
+    def record(_conn, _cursor, statement, params, _context, _many):  # type: ignore[no-untyped-def]
+        if "FOR UPDATE SKIP LOCKED" in statement:
+            statements.append((statement, params))
+
+    try:
+        assert _processor(committing_db, registry, clock).process_batch() == 1
+    finally:
+        event.remove(committing_db.engine, "before_cursor_execute", record)
+    (claim, params) = statements[0]
+    assert len(statements) == 1
+    with committing_db.engine.begin() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}", params).scalar_one()  # type: ignore[arg-type]
+    nodes = [plan[0]["Plan"]]
+    scans = []
+    while nodes:
+        node = nodes.pop()
+        nodes += node.get("Plans", [])
+        if "Index Name" in node or node["Node Type"].startswith("Seq"):
+            scans.append(node)
+    assert [(n.get("Index Name"), n.get("Rows Removed by Filter", 0)) for n in scans] == [
+        ("ix_outbox_events_pending", 0)
+    ]
 
 
 def test_a_failing_consumer_is_retried_with_backoff(db: Database, clock: ManualClock) -> None:
@@ -133,7 +238,7 @@ def test_an_event_is_dead_after_its_last_attempt_and_can_be_requeued(
         processor.process_batch()
     event = _event(db, event_id)
     assert (event.status, event.attempts) == ("dead", 3)
-    assert db.run(lambda s: backlog(s, clock.now())).dead == 1
+    assert db.run(lambda s: backlog(s, clock.now(), ["thing.happened"])).dead == 1
     dead = processor.metrics.registry.get_sample_value(
         "custodia_outbox_events_total", {"event_type": "thing.happened", "outcome": "dead"}
     )
@@ -254,7 +359,7 @@ def test_a_crash_in_a_batch_consumer_loses_and_duplicates_nothing(
     crashing.register("thing.happened", "c", lambda _s, _m: None, batch=dying)
     with pytest.raises(Killed):
         _processor(committing_db, crashing, clock).process_batch()
-    assert committing_db.run(lambda s: backlog(s, clock.now())).pending == 6
+    assert committing_db.run(lambda s: backlog(s, clock.now(), ["thing.happened"])).pending == 6
     assert _handled(committing_db) == Counter()
 
     assert _processor(committing_db, registry, clock).process_batch() == 6
@@ -290,7 +395,7 @@ def test_a_crash_mid_batch_loses_and_duplicates_nothing(
     processor = _processor(committing_db, registry, clock)
     with pytest.raises(Killed):
         processor.process_batch()
-    assert committing_db.run(lambda s: backlog(s, clock.now())).pending == 10
+    assert committing_db.run(lambda s: backlog(s, clock.now(), ["thing.happened"])).pending == 10
 
     handled.clear()
     crash_on = 0
