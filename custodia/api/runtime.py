@@ -40,7 +40,7 @@ from custodia.core.passwords import ScryptParams, SecretHasher
 from custodia.core.settings import Settings
 from custodia.core.signing import Signer
 from custodia.core.vault import BlindIndexer, PiiSchema, Vault
-from custodia.core.worker import PeriodicJob, Worker
+from custodia.core.worker import PeriodicJob, Slice, Worker, in_slices, to_the_end
 from custodia.kyc import rescreening
 from custodia.kyc.models import INDEX_COLUMNS as KYC_INDEX_COLUMNS
 from custodia.kyc.models import PII_COLUMNS as KYC_PII_COLUMNS
@@ -258,16 +258,18 @@ class Runtime:
 
     def kyc_review(self) -> int:
         """Run continuous identification until a pass finds nothing more to do (K7)."""
+        return to_the_end(self.kyc_review_step)
+
+    def kyc_review_step(self) -> tuple[int, bool]:
+        """Run one pass of continuous identification (K7); more may remain if it did any."""
         policy = self.identification_policy()
 
         def one_pass(session: Session) -> kyc.ReviewResult:
             ctx = Context(SYSTEM, self.clock.now(), None)
             return kyc.review(session, ctx=ctx, services=self.kyc_services(ctx), policy=policy)
 
-        total = 0
-        while done := self.db.run(one_pass).total():
-            total += done
-        return total
+        done = self.db.run(one_pass).total()
+        return done, done > 0
 
     def audit_pending(self) -> audit.PendingState:
         """Return how far audit sealing lags (for /metrics)."""
@@ -275,15 +277,15 @@ class Runtime:
 
     def seal_audit(self) -> int:
         """Seal every committed audit event waiting for its place in the chain."""
-        total = 0
+        return to_the_end(self.seal_audit_step)
+
+    def seal_audit_step(self) -> tuple[int, bool]:
+        """Seal one batch of waiting audit events; more may remain if the batch was full."""
         batch = self.settings.audit_seal_batch
-        while True:
-            sealed = self.db.run(
-                lambda s: audit.seal_pending(s, self.keys, self.clock.now(), limit=batch)
-            )
-            total += sealed
-            if sealed < batch:
-                return total
+        sealed = self.db.run(
+            lambda s: audit.seal_pending(s, self.keys, self.clock.now(), limit=batch)
+        )
+        return sealed, sealed >= batch
 
     def outbox_processor(self) -> OutboxProcessor:
         """Return an outbox processor over this runtime's consumers."""
@@ -308,23 +310,31 @@ class Runtime:
 
     def expire_holds(self) -> int:
         """Release every hold whose time is up (the available balance comes back)."""
-        total = 0
-        while done := self.db.run(lambda s: ledger.expire_holds(s, now=self.clock.now())):
-            total += done
-        return total
+        return to_the_end(self.expire_holds_step)
+
+    def expire_holds_step(self) -> tuple[int, bool]:
+        """Release one batch of holds whose time is up; more may remain if it released any."""
+        done = self.db.run(lambda s: ledger.expire_holds(s, now=self.clock.now()))
+        return done, done > 0
 
     def worker(self, stop: threading.Event) -> Worker:
         """Return the background worker of this process."""
+        s = self.settings
         return Worker(
             outbox=self.outbox_processor(),
             periodic=[
-                PeriodicJob("audit_seal", self.settings.audit_seal_interval_s, self.seal_audit),
-                PeriodicJob("kyc_review", self.settings.kyc_review_interval_s, self.kyc_review),
-                PeriodicJob("maintenance", self.settings.maintenance_interval_s, self.maintenance),
-                PeriodicJob("expire_holds", self.settings.audit_seal_interval_s, self.expire_holds),
+                PeriodicJob("audit_seal", s.audit_seal_interval_s, in_slices(self.seal_audit_step)),
+                PeriodicJob("kyc_review", s.kyc_review_interval_s, in_slices(self.kyc_review_step)),
+                PeriodicJob(
+                    "maintenance", s.maintenance_interval_s, lambda _: Slice(self.maintenance())
+                ),
+                PeriodicJob(
+                    "expire_holds", s.audit_seal_interval_s, in_slices(self.expire_holds_step)
+                ),
             ],
-            poll_interval_s=self.settings.outbox_poll_interval_s,
+            poll_interval_s=s.outbox_poll_interval_s,
             stop=stop,
+            job_slice_s=s.worker_job_slice_s,
         )
 
     def close(self) -> None:

@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     idempotency_lock_wait_ms: PositiveInt = 100
     outbox_batch_size: PositiveInt = 100
     outbox_poll_interval_s: PositiveFloat = 0.5
+    worker_job_slice_s: PositiveFloat = 0.25
     outbox_max_attempts: PositiveInt = 10
     outbox_retry_base_s: PositiveFloat = 1.0
     outbox_retry_max_s: PositiveFloat = 900.0

@@ -3,14 +3,22 @@
 ``custodia worker`` runs one in the foreground; ``custodia serve`` in development runs one in
 a thread beside the server. Several workers may run against PostgreSQL at once (the
 outbox is claimed with SKIP LOCKED; periodic jobs are written to be safe to run twice).
+
+A periodic job works in slices of at most ``job_slice_s`` (it stops after the step that
+crosses its deadline) and the worker claims an outbox batch between two slices, so a job
+with a large backlog (sealing the audit events of a bulk load, a review of every customer)
+never holds up the outbox, and with it AML monitoring (issue 7): a worker that sealed
+700,000 audit events in one go evaluated no transfer for the 30 s it took.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from custodia.core.logging import bind_context, clear_context, get_logger
 from custodia.core.outbox import OutboxProcessor
@@ -18,13 +26,53 @@ from custodia.core.outbox import OutboxProcessor
 _log = get_logger("custodia.worker")
 
 
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """What one run of a job did, and whether it stopped at its deadline with work left."""
+
+    done: int
+    more: bool = False
+
+
+#: One bounded step of a job (one transaction): how much it did, and whether more may remain.
+Step = Callable[[], tuple[int, bool]]
+
+
+def in_slices(step: Step) -> Callable[[float], Slice]:
+    """Return a job that repeats ``step`` until it has no more or a deadline has passed.
+
+    The deadline is a :func:`time.monotonic` instant; the step that crosses it completes.
+    """
+
+    def run(deadline: float) -> Slice:
+        total = 0
+        while True:
+            done, more = step()
+            total += done
+            if not more:
+                return Slice(total)
+            if time.monotonic() >= deadline:
+                return Slice(total, more=True)
+
+    return run
+
+
+def to_the_end(step: Step) -> int:
+    """Repeat ``step`` until it has no more; return how much it did in all."""
+    return in_slices(step)(math.inf).done
+
+
 @dataclass
 class PeriodicJob:
-    """A job run every ``interval_s`` seconds; returns how much work it did."""
+    """A job run every ``interval_s`` seconds, given the deadline of its slice.
+
+    A job that stops at its deadline with work left runs again right after the next outbox
+    batch, not an interval later.
+    """
 
     name: str
     interval_s: float
-    run: Callable[[], int]
+    run: Callable[[float], Slice]
     next_due: float = 0.0
 
 
@@ -38,27 +86,34 @@ class Worker:
         periodic: list[PeriodicJob],
         poll_interval_s: float,
         stop: threading.Event,
+        job_slice_s: float = 0.25,
     ) -> None:
         self.outbox = outbox
         self.periodic = periodic
         self.poll_interval_s = poll_interval_s
         self.stop = stop
+        self.job_slice_s = job_slice_s
+        self._unfinished = False  # a job stopped at its deadline with work left
 
     def run_once(self) -> int:
-        """Deliver one outbox batch and run the periodic jobs that are due."""
-        handled = self._guarded("outbox", self.outbox.process_batch)
-        now = time.monotonic()
+        """Deliver one outbox batch and run a slice of each periodic job that is due."""
+        handled = self._guarded("outbox", lambda: Slice(self.outbox.process_batch())).done
+        self._unfinished = False
         for job in self.periodic:
+            now = time.monotonic()
             if now >= job.next_due:
-                self._guarded(job.name, job.run)
-                job.next_due = now + job.interval_s
+                deadline = now + self.job_slice_s
+                ran = self._guarded(job.name, partial(job.run, deadline))
+                job.next_due = now if ran.more else now + job.interval_s
+                self._unfinished |= ran.more
         return handled
 
     def run_forever(self) -> None:
-        """Work until stopped; pause only when the outbox had less than a full batch."""
+        """Work until stopped; pause only after a partly full batch, with no job unfinished."""
         _log.info("worker_started", jobs=[job.name for job in self.periodic])
         while not self.stop.is_set():
-            pause = self.pause_after(self.run_once())
+            handled = self.run_once()
+            pause = 0.0 if self._unfinished else self.pause_after(handled)
             if pause:
                 self.stop.wait(pause)
         _log.info("worker_stopped")
@@ -77,15 +132,15 @@ class Worker:
         empty = max(0, self.outbox.batch_size - handled) / self.outbox.batch_size
         return self.poll_interval_s * empty
 
-    def _guarded(self, name: str, job: Callable[[], int]) -> int:
+    def _guarded(self, name: str, job: Callable[[], Slice]) -> Slice:
         bind_context(job=name)
         try:
-            done = job()
+            ran = job()
         except Exception:  # noqa: BLE001 - one failing job must not stop the worker
             _log.exception("job_failed")
-            return 0
+            return Slice(0)
         finally:
             clear_context()
-        if done:
-            _log.debug("job_done", count=done)
-        return done
+        if ran.done:
+            _log.debug("job_done", count=ran.done, more=ran.more)
+        return ran

@@ -1,13 +1,15 @@
-"""The background worker's loop: how long it pauses between outbox polls."""
+"""The background worker's loop: its pauses between outbox polls, and its jobs' slices."""
 
 from __future__ import annotations
 
+import math
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import pytest
 
-from custodia.core.worker import Worker
+from custodia.core.worker import PeriodicJob, Slice, Worker, in_slices, to_the_end
 
 
 @dataclass
@@ -16,8 +18,10 @@ class _Outbox:
 
     sizes: list[int]
     batch_size: int = 100
+    log: list[str] = field(default_factory=list)
 
     def process_batch(self) -> int:
+        self.log.append("outbox")
         return self.sizes.pop(0)
 
 
@@ -51,3 +55,47 @@ def test_a_batch_larger_than_asked_for_never_makes_a_negative_pause() -> None:
     worker = Worker(outbox=_Outbox([]), periodic=[], poll_interval_s=0.5, stop=threading.Event())  # type: ignore[arg-type]
     assert worker.pause_after(250) == 0
     assert worker.pause_after(0) == 0.5
+
+
+def test_a_job_with_a_backlog_runs_in_slices_between_outbox_batches() -> None:
+    """Issue 7: sealing a bulk load's audit events once held up monitoring for 30 s."""
+    outbox = _Outbox([0, 0, 0, 0])
+    stop = _Stop(outbox)
+    deadlines: list[float] = []
+
+    def backlog(deadline: float) -> Slice:
+        outbox.log.append("job")
+        deadlines.append(deadline)
+        return Slice(1, more=len(deadlines) < 3)  # work left after the first two slices
+
+    job = PeriodicJob("seal", interval_s=3600, run=backlog)
+    before = time.monotonic()
+    Worker(
+        outbox=outbox, periodic=[job], poll_interval_s=0.5, stop=stop, job_slice_s=0.25
+    ).run_forever()  # type: ignore[arg-type] # a stand-in outbox
+    after = time.monotonic()
+
+    assert outbox.log == ["outbox", "job", "outbox", "job", "outbox", "job", "outbox"]
+    assert stop.pauses == [0.5, 0.5]  # none while the job had work left
+    assert all(before + 0.25 <= d <= after + 0.25 for d in deadlines)
+
+
+def test_a_failing_job_waits_its_interval() -> None:
+    outbox = _Outbox([0, 0, 0])
+    calls: list[float] = []
+
+    def broken(deadline: float) -> Slice:
+        calls.append(deadline)
+        raise RuntimeError("the database went away")
+
+    job = PeriodicJob("seal", interval_s=3600, run=broken)
+    Worker(outbox=outbox, periodic=[job], poll_interval_s=0.5, stop=_Stop(outbox)).run_forever()  # type: ignore[arg-type]
+    assert len(calls) == 1
+
+
+def test_a_slice_ends_with_the_step_that_crosses_its_deadline() -> None:
+    steps = iter([(2, True), (3, True), (4, False)])
+    assert in_slices(lambda: next(steps))(math.inf) == Slice(9, more=False)
+    assert in_slices(lambda: (5, True))(time.monotonic() - 1) == Slice(5, more=True)
+    steps = iter([(2, True), (0, False)])
+    assert to_the_end(lambda: next(steps)) == 2

@@ -45,7 +45,9 @@ def upgrade() -> None:
         sqlite_where=_PENDING,
     )
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"CREATE STATISTICS {_STATISTICS} (mcv) ON status, event_type FROM outbox_events")
+        op.execute(
+            f"CREATE STATISTICS {_STATISTICS} (mcv) ON status, event_type FROM outbox_events"
+        )
 
 
 def downgrade() -> None:
