@@ -99,3 +99,30 @@ def test_a_slice_ends_with_the_step_that_crosses_its_deadline() -> None:
     assert in_slices(lambda: (5, True))(time.monotonic() - 1) == Slice(5, more=True)
     steps = iter([(2, True), (0, False)])
     assert to_the_end(lambda: next(steps)) == 2
+
+
+def test_the_outbox_keeps_its_turn_while_batches_come_full() -> None:
+    """Up to a slice of full batches before a job's turn; one batch if the slice is spent."""
+
+    def job(log: list[str]) -> PeriodicJob:
+        return PeriodicJob("seal", 0, lambda _: log.append("job") or Slice(1, more=True))  # type: ignore[func-returns-value]
+
+    outbox = _Outbox([100, 100, 100, 40, 0])
+    Worker(
+        outbox=outbox,
+        periodic=[job(outbox.log)],
+        poll_interval_s=0.5,
+        stop=_Stop(outbox),
+        job_slice_s=60,
+    ).run_forever()  # type: ignore[arg-type]
+    assert outbox.log == ["outbox"] * 4 + ["job", "outbox", "job"]
+
+    outbox = _Outbox([100, 100, 0])
+    Worker(
+        outbox=outbox,
+        periodic=[job(outbox.log)],
+        poll_interval_s=0.5,
+        stop=_Stop(outbox),
+        job_slice_s=0,
+    ).run_forever()  # type: ignore[arg-type]
+    assert outbox.log == ["outbox", "job"] * 3
