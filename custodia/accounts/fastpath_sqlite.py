@@ -53,19 +53,18 @@ _RECLAIM = (
     "response_body = ?, response_content_type = ?, created_at = ?, expires_at = ? "
     'WHERE scope = ? AND "key" = ? AND expires_at <= ?'
 )
-_PAYER = (
-    "SELECT a.customer_id, a.account_class, a.status, c.type, c.status, c.created_by, "
-    "c.name_enc FROM payment_accounts a JOIN customers c ON c.id = a.customer_id WHERE a.id = ?"
+#: Both parties' accounts and customers in one statement (the two ids differ).
+_PARTIES = (
+    "SELECT a.id, a.customer_id, a.account_class, a.status, c.type, c.status, c.created_by, "
+    "c.name_enc, a.settlement_delayed_by "
+    "FROM payment_accounts a JOIN customers c ON c.id = a.customer_id WHERE a.id IN (?, ?)"
 )
-_PAYEE = (
-    "SELECT a.customer_id, a.status, c.name_enc, a.settlement_delayed_by "
-    "FROM payment_accounts a JOIN customers c ON c.id = a.customer_id WHERE a.id = ?"
-)
-_CREDENTIALS = (
-    "SELECT failed_attempts, locked_until FROM customer_credentials WHERE customer_id = ?"
-)
-_LIVE_KEY = (
-    "SELECT 1 FROM customer_signing_keys WHERE id = ? AND customer_id = ? AND revoked_at IS NULL"
+#: The payer's lockout and whether the signing key is a live one of theirs, at once.
+_FACTOR = (
+    "SELECT (SELECT failed_attempts FROM customer_credentials WHERE customer_id = ?1), "
+    "(SELECT locked_until FROM customer_credentials WHERE customer_id = ?1), "
+    "EXISTS (SELECT 1 FROM customer_signing_keys "
+    "WHERE id = ?2 AND customer_id = ?1 AND revoked_at IS NULL)"
 )
 _RESET_FAILURES = (
     "UPDATE customer_credentials SET failed_attempts = 0, updated_at = ? WHERE customer_id = ?"
@@ -163,19 +162,20 @@ def transfer(conn: sqlite3.Connection, p: dict[str, Any]) -> tuple[Any, Any, Any
         return replay
 
     # 2. The payer's account and customer, visible to the caller (else 404); the payee's.
-    payer = conn.execute(_PAYER, (source,)).fetchone()
+    parties = {row[0]: row[1:] for row in conn.execute(_PARTIES, (source, target))}
+    payer = parties.get(source)
     if payer is None:
         raise Refused("not_found", {"resource": "account", "id": source})
-    payer_customer, account_class, payer_status, kind, customer_status, created_by, _ = payer
+    payer_customer, account_class, payer_status, kind, customer_status, created_by = payer[:6]
     if p["visible_to"] is not None and created_by != p["visible_to"]:
         raise Refused("not_found", {"resource": "customer", "id": payer_customer})
-    payee = conn.execute(_PAYEE, (target,)).fetchone()
+    payee = parties.get(target)
     if payee is None:
         raise Refused("not_found", {"resource": "account", "id": target})
-    payee_customer, payee_status, _, delayed_by = payee
+    payee_customer, payee_status, delayed_by = payee[0], payee[2], payee[7]
 
     # 2b. The parties the caller sealed into the record: still these customers and names.
-    if (payer_customer, payee_customer, payer[6], payee[2]) != (
+    if (payer_customer, payee_customer, payer[6], payee[6]) != (
         p["payer_customer_id"], p["payee_customer_id"], p["payer_name_enc"], p["payee_name_enc"]
     ):  # fmt: skip
         raise Refused("parties_changed")
@@ -254,16 +254,13 @@ def _claim(conn: sqlite3.Connection, p: dict[str, Any], now: str) -> tuple[Any, 
 
 def _factor(conn: sqlite3.Connection, p: dict[str, Any], customer: str, now: str) -> None:
     """Refuse a locked customer or a signature that is not by a live key of theirs (K3)."""
-    credentials = conn.execute(_CREDENTIALS, (customer,)).fetchone()
-    if credentials is not None and credentials[1] is not None and credentials[1] > now:
-        locked_until = datetime.fromisoformat(credentials[1]).replace(tzinfo=UTC)
+    failures, locked, live = conn.execute(_FACTOR, (customer, p["key_id"])).fetchone()
+    if locked is not None and locked > now:
+        locked_until = datetime.fromisoformat(locked).replace(tzinfo=UTC)
         raise Refused("authentication_locked", {"locked_until": locked_until.isoformat()})
-    if (
-        not p["signature_verified"]
-        or conn.execute(_LIVE_KEY, (p["key_id"], customer)).fetchone() is None
-    ):
+    if not p["signature_verified"] or not live:
         raise Refused("authentication_failed", {"factor": "signature", "customer_id": customer})
-    if credentials is not None and credentials[0] > 0:
+    if failures:  # None: the customer has no credentials row
         conn.execute(_RESET_FAILURES, (now, customer))
 
 
