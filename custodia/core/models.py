@@ -132,6 +132,14 @@ class OutboxEvent(Base):
             postgresql_include=["created_at"],
             sqlite_where=text("status = 'pending'"),
         ),
+        # Counted for /metrics and listed for operators: normally none (migration 0015).
+        Index(
+            "ix_outbox_events_dead",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'dead'"),
+            sqlite_where=text("status = 'dead'"),
+        ),
         Index("ix_outbox_events_processed_at", "processed_at"),
     )
 
