@@ -17,6 +17,9 @@
 
     .venv/bin/python bench/transfers.py [--accounts 100000] [--duration 15] [--rounds 2]
 
+With ``BENCH_BOOKS=<dir>`` the loaded book is kept (``bench/common.py::kept_book``) and
+later runs with the same ``--accounts`` start from a copy of it.
+
 4. The same transfers paid with the payment password (the general path; the KDF bounds the
    rate), and transfers on the embedded SQLite default served the same way.
 
@@ -43,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     RESULTS,
+    keep_book,
+    kept_book,
     onboarding_app,
     pgbench,
     profile_summary,
@@ -338,6 +343,41 @@ def _sqlite_cells(
     return cells
 
 
+def _load_book(
+    url: str, var: Path, env: dict[str, str], count: int
+) -> tuple[dict[str, str], list[tuple[int, str, str, str]], float]:
+    """Load ``count`` funded accounts (and the PIN payers), keep the book if asked.
+
+    Returns the onboarding app's key, the accounts and how long loading took (s).
+    """
+    import psycopg  # noqa: PLC0415
+
+    key = onboarding_app(env)
+    started = datetime.now(UTC)
+    half = count // 2
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        parts = pool.map(_load, [(env, 0, half), (env, half, count)])
+        accounts = [row for part in parts for row in part]
+        load_s = (datetime.now(UTC) - started).total_seconds()
+        payers = [customer for _, customer, _, _ in accounts[:PIN_CUSTOMERS]]
+        pool.map(_set_pins, [(env, payers[::2]), (env, payers[1::2])])
+    with psycopg.connect(url, autocommit=True) as conn:
+        # The bench customers were registered by "cli_bench": hand them to the bench key.
+        conn.execute("UPDATE customers SET created_by = %s", (key["id"],))
+        conn.execute(
+            "CREATE TABLE bench_accounts (n int PRIMARY KEY, customer_id text, account_id text)"
+        )
+        with conn.cursor().copy("COPY bench_accounts FROM STDIN") as copy:
+            for n, customer, account, _ in accounts:
+                copy.write_row((n, customer, account))
+        conn.execute("DELETE FROM outbox_events")
+        conn.execute("VACUUM ANALYZE")
+    print(f"loaded {len(accounts):,} funded accounts in {load_s:.0f} s", flush=True)
+    data = {"key": key, "accounts": accounts, "load_s": load_s}
+    keep_book(f"transfers-{count}", url, var, data)
+    return key, accounts, load_s
+
+
 def main() -> None:  # noqa: PLR0915 - one linear script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -348,30 +388,18 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     )
     args = parser.parse_args()
     lines: list[str] = []
-    with scratch_database("transfers") as (url, var, env):
+    saved = kept_book(f"transfers-{args.accounts}")
+    with scratch_database("transfers", book=saved) as (url, var, env):
         import psycopg  # noqa: PLC0415
 
-        key = onboarding_app(env)
-        started = datetime.now(UTC)
-        half = args.accounts // 2
-        with multiprocessing.get_context("spawn").Pool(2) as pool:
-            parts = pool.map(_load, [(env, 0, half), (env, half, args.accounts)])
-            accounts = [row for part in parts for row in part]
-            load_s = (datetime.now(UTC) - started).total_seconds()
-            payers = [customer for _, customer, _, _ in accounts[:PIN_CUSTOMERS]]
-            pool.map(_set_pins, [(env, payers[::2]), (env, payers[1::2])])
-        with psycopg.connect(url, autocommit=True) as conn:
-            # The bench customers were registered by "cli_bench": hand them to the bench key.
-            conn.execute("UPDATE customers SET created_by = %s", (key["id"],))
-            conn.execute(
-                "CREATE TABLE bench_accounts (n int PRIMARY KEY, customer_id text, account_id text)"
-            )
-            with conn.cursor().copy("COPY bench_accounts FROM STDIN") as copy:
-                for n, customer, account, _ in accounts:
-                    copy.write_row((n, customer, account))
-            conn.execute("DELETE FROM outbox_events")
-            conn.execute("VACUUM ANALYZE")
-        print(f"loaded {len(accounts):,} funded accounts in {load_s:.0f} s", flush=True)
+        if saved is None:
+            key, accounts, load_s = _load_book(url, var, env, args.accounts)
+            kept = ""
+        else:
+            key, load_s = saved.data["key"], saved.data["load_s"]
+            accounts = [tuple(row) for row in saved.data["accounts"]]
+            kept = ", a copy of the kept book"
+            print(f"{len(accounts):,} funded accounts from the kept book", flush=True)
         script = var / "transfer.lua"
         script.write_text(LUA)
         anchor = var / "anchor.sql"
@@ -440,7 +468,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             (
                 f"PostgreSQL 15, `custodia serve --workers 2`, wrk -t1 replaying pre-signed "
                 f"`POST /v1/transfers` of 1 fen between random accounts ({len(accounts):,} funded "
-                f"Class I accounts, loaded through the service layer in {load_s:.0f} s), "
+                f"Class I accounts, loaded through the service layer in {load_s:.0f} s{kept}), "
                 f"{args.duration} s runs, {args.rounds} rounds interleaved with the anchor (medians)."
             ),
             "",
