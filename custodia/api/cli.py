@@ -755,7 +755,7 @@ def outbox_status() -> None:
     with _runtime() as runtime:
         consumed = runtime.consumers.event_types()
         state, waiting = runtime.db.run(
-            lambda s: (backlog(s, SystemClock().now(), consumed), without_consumer(s, consumed)),
+            lambda s: (backlog(s, runtime.clock.now(), consumed), without_consumer(s, consumed)),
             read_only=True,
         )
     _print_json({**dataclasses.asdict(state), "without_consumer": waiting})
