@@ -168,12 +168,24 @@ def wait_started(log: Path, workers: int) -> None:
 
 
 @contextmanager
-def serving(env: dict[str, str], log: Path, *, workers: int = 2) -> Iterator[tuple[str, int]]:
-    """Run ``custodia serve`` on a free loopback port; yield its base URL and pid."""
+def serving(
+    env: dict[str, str], log: Path, *, workers: int = 2, bench_app: bool = False
+) -> Iterator[tuple[str, int]]:
+    """Run ``custodia serve`` on a free loopback port; yield its base URL and pid.
+
+    With ``bench_app``, uvicorn serves ``bench/bench_app.py`` instead (the production app
+    plus the benchmark routes), with the options ``custodia serve`` passes.
+    """
     port = 18000 + secrets.randbelow(1000)
+    command = [CUSTODIA, "serve", "--port", str(port), "--workers", str(workers)]
+    if bench_app:
+        command = [str(BIN / "python"), "-m", "uvicorn", "bench.bench_app:app_factory",
+                   "--factory", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                   str(workers), "--no-access-log", "--no-server-header", "--lifespan", "on"]  # fmt: skip
+        env = {**env, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
-        [CUSTODIA, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env, start_new_session=True, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        command, env=env, start_new_session=True, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

@@ -13,7 +13,11 @@
    connections.
 3. The anchor, in the same run and interleaved: pgbench on the same server doing the
    transfer in raw SQL (idempotency row, daily-limit upsert, conditional debit, credit,
-   two journal rows), one transaction each, synchronous commit on.
+   two journal rows), one transaction each, synchronous commit on. Beside it, what bounds
+   the service: pgbench calling the compliant function ``custodia_transfer`` alone (no HTTP,
+   no Python) with payloads the service sent it, and at 32 connections the HTTP stack
+   answering after one database call (``GET /bench/call``, ``bench/bench_app.py``); the
+   report combines the two into the rate a transfer costing nothing more would reach.
 
     .venv/bin/python bench/transfers.py [--accounts 100000] [--duration 15] [--rounds 2]
 
@@ -100,6 +104,16 @@ INSERT INTO ledger_entries (transaction_id, debit_account, credit_account, curre
   SELECT t.id, (SELECT account_id FROM bench_accounts WHERE n = :a),
     (SELECT account_id FROM bench_accounts WHERE n = :b), 'CNY', 1, now() FROM t;
 COMMIT;
+"""
+
+#: The compliant function alone, without HTTP or Python: pgbench calls ``custodia_transfer``
+#: with a payload the service sent it (captured by bench/bench_app.py), fresh key and ids.
+FUNCTION = r"""\set n random(1, :count)
+SELECT * FROM custodia_transfer((
+  SELECT jsonb_set(jsonb_set(jsonb_set(jsonb_set(p, '{key}', to_jsonb(r)),
+    '{transaction_id}', to_jsonb('txn_' || r)), '{event_id}', to_jsonb('evt_' || r)),
+    '{record,id}', to_jsonb('txn_' || r))
+  FROM bench_payloads, (SELECT md5(random()::text) AS r) fresh WHERE n = :n));
 """
 
 #: One device key for every bench customer (each registers its public half).
@@ -343,6 +357,63 @@ def _sqlite_cells(
     return cells
 
 
+def _capture(
+    url: str,
+    bench_base: str,
+    script: Path,
+    var: Path,
+    *,
+    accounts: list[tuple[int, str, str, str]],
+    key: dict[str, str],
+) -> int:
+    """Transfer through the bench app, keep what it sent the function; return how many.
+
+    The payloads go to ``bench_payloads`` for the function-alone cell (``FUNCTION``).
+    """
+    import psycopg  # noqa: PLC0415
+
+    batch = var / "capture.tsv"
+    _requests(batch, accounts, 4_000, "capture", 3)
+    wrk(bench_base, script, 8, 4, headers={}, env={
+        "CUSTODIA_BENCH_REQUESTS": str(batch), "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
+    })  # fmt: skip
+    payloads = (var / "payloads.jsonl").read_text().splitlines()
+    if not payloads:
+        raise SystemExit("the bench app captured no payload of custodia_transfer")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_payloads (n int PRIMARY KEY, p jsonb NOT NULL)")
+        with conn.cursor().copy("COPY bench_payloads FROM STDIN") as copy:
+            for n, payload in enumerate(payloads, 1):
+                copy.write_row((n, payload))
+        conn.execute("ANALYZE bench_payloads")
+    return len(payloads)
+
+
+def _ceiling(results: dict[tuple[str, int], list[dict[str, float]]]) -> list[str]:
+    """Say what a transfer that did no work besides the function and the HTTP stack would do.
+
+    Both run on the same two cores for every transfer, so their rates combine like
+    resistances in series. An estimate: each cell also counts a client and a round trip.
+    """
+    floor = statistics.median(c["ok_per_s"] for c in results[("floor", 32)])
+    alone = statistics.median(f["tps"] for f in results[("function", 32)])
+    anchor = statistics.median(a["tps"] for a in results[("anchor", 32)])
+    http = statistics.median(c["ok_per_s"] for c in results[("http", 32)])
+    bound = 1 / (1 / alone + 1 / floor)
+    return [
+        (
+            f"At 32 connections the HTTP stack answering after one database call (`GET "
+            f"/bench/call`, bench/bench_app.py: parsing, middleware, guard, thread hop, pool, "
+            f"one round trip) serves {floor:,.0f} requests/s, and PostgreSQL runs the "
+            f"compliant function alone at {alone:,.0f} calls/s. The two cores do both for "
+            f"every transfer, so a transfer costing nothing more would run at about "
+            f"1 / (1/{alone:,.0f} + 1/{floor:,.0f}) = **{bound:,.0f}/s**, **{bound / anchor:.2f}** "
+            f"of the anchor (an estimate: each cell also counts a client and a round trip). "
+            f"The service's {http:,.0f}/s is {http / bound:.2f} of that."
+        )
+    ]
+
+
 def _load_book(
     url: str, var: Path, env: dict[str, str], count: int
 ) -> tuple[dict[str, str], list[tuple[int, str, str, str]], float]:
@@ -404,14 +475,25 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         script.write_text(LUA)
         anchor = var / "anchor.sql"
         anchor.write_text(ANCHOR)
+        function = var / "function.sql"
+        function.write_text(FUNCTION)
+        get = var / "get.lua"
+        get.write_text('wrk.method = "GET"\n')
         log = var / "server.log"
+        captured = var / "payloads.jsonl"
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
-        with serving(env, log) as (base, pid):
+        with (
+            serving(env, log) as (base, pid),
+            serving(
+                {**env, "BENCH_CAPTURE": str(captured)}, var / "bench-app.log", bench_app=True
+            ) as (bench_base, _),
+        ):
             warm = var / "warm.tsv"
             _requests(warm, accounts, 2_000, "warm", 0)
             wrk(base, script, 8, 5, headers={}, env={
                 "CUSTODIA_BENCH_REQUESTS": str(warm), "CUSTODIA_BENCH_AUTH": f"Bearer {key['key']}",
             })  # fmt: skip
+            payloads = _capture(url, bench_base, script, var, accounts=accounts, key=key)
             for rnd in range(args.rounds):
                 for conns in (1, 8, 32):
                     batch = var / f"r{rnd}c{conns}.tsv"
@@ -442,10 +524,20 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         variables={"accounts": str(len(accounts))},
                     )
                     results.setdefault(("anchor", conns), []).append(raw)
+                    alone = pgbench(
+                        url, function, conns, args.duration, variables={"count": str(payloads)}
+                    )
+                    results.setdefault(("function", conns), []).append(alone)
+                    if conns == 32:
+                        floor = wrk(
+                            f"{bench_base}/bench/call", get, conns, args.duration, headers={}
+                        )
+                        results.setdefault(("floor", conns), []).append(floor)
                     print(
                         f"round {rnd + 1} c={conns}: {cell['ok_per_s']:.0f} transfers/s "
                         f"(p50 {cell['p50']:.1f} ms, p99 {cell['p99']:.1f} ms, non-2xx "
-                        f"{cell['errors']:.0f}); anchor {raw['tps']:.0f} tps",
+                        f"{cell['errors']:.0f}); anchor {raw['tps']:.0f} tps; "
+                        f"function alone {alone['tps']:.0f} tps",
                         flush=True,
                     )
             peak_transfers = rss_mib(pid)
@@ -472,19 +564,25 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 f"{args.duration} s runs, {args.rounds} rounds interleaved with the anchor (medians)."
             ),
             "",
-            "| connections | transfers/s | p50 ms | p99 ms | non-2xx | anchor (raw SQL) tps | anchor ms | ratio |",
-            "|---|---|---|---|---|---|---|---|",
+            (
+                "| connections | transfers/s | p50 ms | p99 ms | non-2xx | anchor (raw SQL) tps "
+                "| anchor ms | ratio | function alone tps | its ratio |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for conns in (1, 8, 32):
             http = results[("http", conns)]
             raw = results[("anchor", conns)]
             ok = statistics.median(c["ok_per_s"] for c in http)
             tps = statistics.median(a["tps"] for a in raw)
+            alone_tps = statistics.median(f["tps"] for f in results[("function", conns)])
             lines.append(
                 f"| {conns} | {ok:,.0f} | {statistics.median(c['p50'] for c in http):.1f} | "
                 f"{statistics.median(c['p99'] for c in http):.1f} | {sum(int(c['errors']) for c in http)} | "
-                f"{tps:,.0f} | {statistics.median(a['latency'] for a in raw):.2f} | {ok / tps:.2f} |"
+                f"{tps:,.0f} | {statistics.median(a['latency'] for a in raw):.2f} | {ok / tps:.2f} | "
+                f"{alone_tps:,.0f} | {alone_tps / tps:.2f} |"
             )
+        lines += ["", *_ceiling(results)]
         from custodia.core.passwords import ScryptParams  # noqa: PLC0415
         from custodia.core.settings import load_settings  # noqa: PLC0415
 
