@@ -285,3 +285,36 @@ def test_the_function_writes_the_idempotency_row_once_completed(
     replayed = payer.transfer(payee.account, 10, key="written-once")
     assert replayed.status_code == 201
     assert replayed.json() == done.json()
+
+
+def test_the_transfer_caches_stay_within_their_share_of_a_worker_s_memory() -> None:
+    """Full to their bounds, the parties and device-key caches take at most ~40 MiB.
+
+    Issue 6 gives a server worker 250 MB; without these caches one takes ~130 MiB, and each
+    concurrent scrypt hash 32 MiB more. The caches grow with the customers who transfer,
+    so their bounds (not the bench's book) decide whether a large book still fits. Ids of
+    the real length; name blobs of 64 bytes, more than a name's usually are.
+    """
+    import base64  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: PLC0415
+
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        parties = fastpath.Parties()
+        keys = fastpath.DeviceKeys(lambda *_: None)
+        for n in range(fastpath.PARTIES_CACHED + 1_000):
+            parties.put(f"acc_{n:026d}", f"cus_{n:026d}", os.urandom(64))
+        for n in range(fastpath.KEYS_CACHED + 1_000):
+            keys.put(f"key_{n:026d}", base64.b64encode(public).decode())
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert parties.get("acc_" + "0" * 26) is None  # the oldest went: the bound holds
+    assert keys.get(f"key_{fastpath.KEYS_CACHED + 999:026d}") is not None
+    assert held <= 40 * 2**20, f"{held / 2**20:.1f} MiB"
