@@ -10,9 +10,14 @@ and the transfer is sealed again).
 
 from __future__ import annotations
 
+import base64
+import os
+import tracemalloc
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -295,14 +300,8 @@ def test_the_transfer_caches_stay_within_their_share_of_a_worker_s_memory() -> N
     so their bounds (not the bench's book) decide whether a large book still fits. Ids of
     the real length; name blobs of 64 bytes, more than a name's usually are.
     """
-    import base64  # noqa: PLC0415
-    import os  # noqa: PLC0415
-    import tracemalloc  # noqa: PLC0415
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: PLC0415
-
-    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    public = base64.b64encode(raw).decode()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -311,7 +310,7 @@ def test_the_transfer_caches_stay_within_their_share_of_a_worker_s_memory() -> N
         for n in range(fastpath.PARTIES_CACHED + 1_000):
             parties.put(f"acc_{n:026d}", f"cus_{n:026d}", os.urandom(64))
         for n in range(fastpath.KEYS_CACHED + 1_000):
-            keys.put(f"key_{n:026d}", base64.b64encode(public).decode())
+            keys.put(f"key_{n:026d}", public)
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
