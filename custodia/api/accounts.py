@@ -480,7 +480,19 @@ def _move(
         )
 
 
-def _transfer_in_one_call(
+def transfer_command(
+    request: Request[Any, Any, Any], data: TransferIn
+) -> tuple[movements.Transfer, movements.Authorisation]:
+    """Return a transfer request's command and authorisation (refusing a bad one first)."""
+    _cny(data.currency)
+    auth = _authorisation(
+        _idempotency_key(request), data.authentication, data.channel, data.terminal_type
+    )
+    cmd = movements.Transfer(data.from_account_id, data.to_account_id, data.amount, data.purpose)
+    return cmd, auth
+
+
+def transfer_in_one_call(
     request: Request[Any, Any, Any],
     runtime: Runtime,
     data: msgspec.Struct,
@@ -997,17 +1009,15 @@ class MoneyController(Controller):
         data: JSONBody[TransferIn],
         runtime: NamedDependency[Runtime],
     ) -> Response[bytes]:
-        """Move value from the customer's account to another payment account."""
-        _cny(data.currency)
-        auth = _authorisation(
-            _idempotency_key(request), data.authentication, data.channel, data.terminal_type
-        )
-        cmd = movements.Transfer(
-            data.from_account_id, data.to_account_id, data.amount, data.purpose
-        )
+        """Move value from the customer's account to another payment account.
 
+        The common case (a known API key, a device signature) is usually served by
+        :class:`custodia.api.transfer_route.TransferRoute` before Litestar routes it, with
+        the same two functions: :func:`transfer_command` and :func:`transfer_in_one_call`.
+        """
+        cmd, auth = transfer_command(request, data)
         if fastpath.eligible(auth, runtime.money.limits):
-            return _transfer_in_one_call(request, runtime, data, cmd, auth)
+            return transfer_in_one_call(request, runtime, data, cmd, auth)
         confirmed(runtime, request)  # the general path does not check the key again
 
         def work(session: Session, ctx: Context) -> movements.TransactionView:

@@ -39,6 +39,7 @@ from custodia.api.problems import problem_plugin
 from custodia.api.runtime import Runtime
 from custodia.api.screening import ScreeningController
 from custodia.api.security import authorize
+from custodia.api.transfer_route import install as install_transfer_route
 from custodia.core.logging import get_logger
 from custodia.core.settings import Settings
 
@@ -132,5 +133,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
         logging_config=None,
         debug=False,
     )
+    app.state.transfer_route = install_transfer_route(app)
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, app=app)
     return app

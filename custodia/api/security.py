@@ -212,6 +212,23 @@ def _known_key(runtime: Runtime, authorization: str | None) -> Principal | None:
     return None if actor is None else Principal(actor, cached=True)
 
 
+def admitted_from_cache(
+    runtime: Runtime, operation: str, authorization: str | None
+) -> Principal | None:
+    """Return whom the guard would admit to ``operation`` from the known keys alone, or None.
+
+    For a route served before Litestar's guard (:mod:`custodia.api.transfer_route`): only
+    a ``key_rechecked`` route, an API key this process authenticated before, and a role the
+    route's entry admits. None sends the request through the guard, which decides (and
+    logs a refusal) as for any other.
+    """
+    access = ROUTE_ACCESS[operation]
+    principal = _known_key(runtime, authorization) if access.key_rechecked else None
+    if principal is None or principal.actor.role not in access.roles:
+        return None
+    return principal
+
+
 def confirmed(runtime: Runtime, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """Return the caller, looked up again if the guard took it from the known keys.
 
@@ -316,6 +333,7 @@ __all__ = [
     "STAFF_ROLES",
     "Access",
     "Principal",
+    "admitted_from_cache",
     "authenticate",
     "authorize",
     "confirmed",
