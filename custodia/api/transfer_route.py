@@ -9,11 +9,13 @@ This layer sits between Litestar's exception layer and its router and serves the
 case with the very functions the controller calls (``transfer_command`` and
 ``transfer_in_one_call`` of :mod:`custodia.api.accounts`):
 
-- exactly ``POST /v1/transfers``, no query string, a valid ``Host``;
-- ``Content-Type: application/json`` and a whole body within the size limit;
+- exactly ``POST /v1/transfers``, no query string, a valid ``Host``,
+  ``Content-Type: application/json``;
 - an API key the guard admitted before, whose role the route's entry admits
   (:func:`custodia.api.security.admitted_from_cache`: the transfer's own transaction checks
-  the key again, as on the routed path);
+  the key again, as on the routed path), decided from the headers before the body is read,
+  as the guard decides (REGULATION.md B4);
+- a whole body within the size limit;
 - a body that decodes strictly into :class:`~custodia.api.accounts.TransferIn`, a command
   that :func:`~custodia.api.accounts.transfer_command` accepts, and the one-call path.
 
@@ -78,17 +80,21 @@ class TransferRoute:
         if not self._may_serve(scope):
             await self.router(scope, receive, send)
             return
-        messages, body = await self._read(receive)
-        replay = _replaying(messages, receive)
         runtime: Runtime = self.app.state.runtime
         headers = dict(scope["headers"])
+        # Admitted before the body is read, as the guard admits (B4): headers only.
         principal = (
-            None
-            if body is None or not _JSON.match(headers.get(b"content-type", b""))
-            else admitted_from_cache(runtime, self.operation, _text(headers.get(b"authorization")))
+            admitted_from_cache(runtime, self.operation, _text(headers.get(b"authorization")))
+            if _JSON.match(headers.get(b"content-type", b""))
+            else None
         )
-        prepared = None if principal is None else self._prepared(scope, replay, body, runtime)
-        if principal is None or prepared is None:
+        if principal is None:
+            await self.router(scope, receive, send)
+            return
+        messages, body = await self._read(receive)
+        replay = _replaying(messages, receive)
+        prepared = self._prepared(scope, replay, body, runtime)
+        if prepared is None:
             await self.router(scope, replay, send)
             return
         request, data, cmd, auth = prepared
