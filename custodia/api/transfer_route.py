@@ -81,7 +81,7 @@ class TransferRoute:
             await self.router(scope, receive, send)
             return
         runtime: Runtime = self.app.state.runtime
-        headers = dict(scope["headers"])
+        headers = dict(reversed(list(scope["headers"])))  # a repeated header: its first
         # Admitted before the body is read, as the guard admits (B4): headers only.
         principal = (
             admitted_from_cache(runtime, self.operation, _text(headers.get(b"authorization")))

@@ -8,6 +8,7 @@ that is not JSON or too large or malformed, a transfer that needs the general pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -183,4 +184,51 @@ def test_a_key_the_guard_has_not_admitted_or_another_role_s_key_reaches_the_guar
             headers={**merchant, "Idempotency-Key": key},
         )  # fmt: skip
         assert refused.status_code == 403
+    assert layer.served == served
+
+
+def _asgi_post(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+    """POST through the ASGI app itself, headers as a server passes them (repeats kept)."""
+    sent: list[Any] = []
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "state": {},
+    }  # fmt: skip
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Any:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return int(sent[0]["status"])
+
+
+def test_a_repeated_authorization_header_is_read_as_the_guard_reads_it(
+    client: Client, runtime: Any, parties: tuple[Customer, Customer]
+) -> None:
+    """The first one counts, as in Litestar's headers: a merchant's key, then the app's."""
+    payer, payee = parties
+    layer = _layer(client)
+    served = layer.served
+    merchant = bearer(make_client(runtime, Role.MERCHANT).key)
+    key = "two-credentials"
+    body = {"from_account_id": payer.account, "to_account_id": payee.account, "amount": 1,
+            "authentication": {"factors": [payer.signature("transfer", key, payee.account, 1)]}}  # fmt: skip
+    status = _asgi_post(
+        client.app,
+        "/v1/transfers",
+        [
+            (b"authorization", merchant["Authorization"].encode()),
+            (b"authorization", payer.app["Authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"idempotency-key", key.encode()),
+        ],
+        json.dumps(body).encode(),
+    )
+    assert status == 403  # the merchant's key, refused by the guard
     assert layer.served == served
