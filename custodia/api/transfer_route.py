@@ -77,15 +77,17 @@ class TransferRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the common case; hand everything else to the router untouched."""
-        if not self._may_serve(scope):
+        if not _is_transfer(scope):
             await self.router(scope, receive, send)
             return
         runtime: Runtime = self.app.state.runtime
         headers = dict(reversed(list(scope["headers"])))  # a repeated header: its first
+        host = headers.get(b"host")
         # Admitted before the body is read, as the guard admits (B4): headers only.
         principal = (
             admitted_from_cache(runtime, self.operation, _text(headers.get(b"authorization")))
-            if _JSON.match(headers.get(b"content-type", b""))
+            if (host is None or is_valid_host(host))
+            and _JSON.match(headers.get(b"content-type", b""))
             else None
         )
         if principal is None:
@@ -126,17 +128,6 @@ class TransferRoute:
         await send(start)
         await send(end)
 
-    def _may_serve(self, scope: Scope) -> bool:
-        host = next((v for k, v in scope.get("headers", ()) if k == b"host"), None)
-        return (
-            scope["type"] == ScopeType.HTTP
-            and scope["method"] == "POST"
-            and scope["path"] == PATH
-            and not scope.get("query_string")
-            and not scope.get("root_path")
-            and (host is None or is_valid_host(host))
-        )
-
     async def _read(self, receive: Receive) -> tuple[list[ReceiveMessage], bytes | None]:
         """Read the request's messages; the body, or None if it is not whole and in bounds."""
         messages: list[ReceiveMessage] = []
@@ -169,6 +160,17 @@ class TransferRoute:
         if not fastpath.eligible(auth, runtime.money.limits):
             return None
         return request, data, cmd, auth
+
+
+def _is_transfer(scope: Scope) -> bool:
+    """Return whether the scope is exactly ``POST /v1/transfers`` (no query, no root path)."""
+    return (
+        scope["type"] == ScopeType.HTTP
+        and scope["method"] == "POST"
+        and scope["path"] == PATH
+        and not scope.get("query_string")
+        and not scope.get("root_path")
+    )
 
 
 def _text(value: bytes | None) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from custodia.api import transfer_route
 from custodia.api.transfer_route import TransferRoute
 from custodia.core.actors import Role
 from custodia.core.clock import ManualClock
@@ -39,7 +40,7 @@ def parties(client: Client, app: dict[str, str], clock: ManualClock) -> tuple[Cu
 
 
 def _routed_only(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_layer(client), "_may_serve", lambda _scope: False)
+    monkeypatch.setattr(transfer_route, "_is_transfer", lambda _scope: False)
 
 
 def _shape(response: Any) -> tuple[int, dict[str, str], dict[str, Any]]:
